@@ -1,0 +1,11 @@
+//! openfunction-dapr: a mutating admission webhook and a companion
+//! controller that wire OpenFunction functions to Dapr, either through a
+//! per-pod sidecar or through one shared Dapr proxy per function.
+//!
+//! The pure logic lives in [`mode`], [`func_context`], [`workload`],
+//! [`patch`] and [`proxy`]; IO lives in [`store`], [`webhook`], [`tls`]
+//! and [`controller`].
+
+pub mod func_context;
+pub mod function;
+pub mod mode;
