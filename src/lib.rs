@@ -9,3 +9,10 @@
 pub mod func_context;
 pub mod function;
 pub mod mode;
+pub mod patch;
+pub mod workload;
+pub mod admission;
+pub mod store;
+pub mod webhook;
+pub mod tls;
+pub mod server;

@@ -1,0 +1,138 @@
+//! Command-line interface.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::mode::DEFAULT_CLUSTER_DOMAIN;
+
+#[derive(Parser, Debug)]
+#[command(name = "openfunction-dapr", version, about = "Wire OpenFunction functions to Dapr: admission webhook and proxy controller")]
+pub struct Cli {
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "LOG_FORMAT")]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the admission webhook (and, against a cluster, the controller).
+    Serve(ServeArgs),
+    /// Offline: print workloads as the webhook admits them, then the
+    /// objects the controller would create.
+    Inject(InjectArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ServeArgs {
+    /// Read Functions and Servings from the YAML files of DIR instead of a
+    /// cluster (no controller runs).
+    #[arg(long, value_name = "DIR")]
+    pub local: Option<PathBuf>,
+    /// HTTPS address of the webhook.
+    #[arg(long, default_value = "0.0.0.0:9443", env = "WEBHOOK_ADDR")]
+    pub addr: SocketAddr,
+    /// Plain-HTTP address of /livez, /readyz and /metrics.
+    #[arg(long, default_value = "0.0.0.0:9090", env = "ADMIN_ADDR")]
+    pub admin_addr: SocketAddr,
+    /// PEM serving certificate (chain); reloaded when it changes.
+    #[arg(long, requires = "tls_key", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, requires = "tls_cert", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+    /// Where the CA of a self-signed certificate (made when no --tls-cert
+    /// is given) is written.
+    #[arg(long, value_name = "FILE")]
+    pub ca_out: Option<PathBuf>,
+    /// Require client certificates signed by this CA (the API server's).
+    #[arg(long, value_name = "FILE")]
+    pub client_ca: Option<PathBuf>,
+    /// Cluster domain used in DAPR_HOST.
+    #[arg(long, default_value = DEFAULT_CLUSTER_DOMAIN, env = "CLUSTER_DOMAIN")]
+    pub cluster_domain: String,
+    /// Only watch Functions in this namespace (default: all namespaces).
+    #[arg(long, env = "WATCH_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// Timeout of the live GET made on a cache miss.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub lookup_timeout: Duration,
+    /// After SIGTERM, keep answering this long (readiness already false)
+    /// so endpoints drop this pod before it stops accepting.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub shutdown_delay: Duration,
+    /// Longest time in-flight requests may take to drain on shutdown.
+    #[arg(long, default_value = "20s", value_parser = parse_duration)]
+    pub drain_timeout: Duration,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct InjectArgs {
+    /// Multi-document YAML with Functions and workloads; `-` reads stdin.
+    #[arg(short = 'f', long = "filename", required = true, value_name = "FILE")]
+    pub files: Vec<String>,
+    /// Cluster domain used in DAPR_HOST.
+    #[arg(long, default_value = DEFAULT_CLUSTER_DOMAIN)]
+    pub cluster_domain: String,
+    /// Image of the Dapr proxy container.
+    #[arg(long, default_value = crate::proxy::DEFAULT_PROXY_IMAGE)]
+    pub proxy_image: String,
+}
+
+/// `500ms`, `2s`, `1m` or a number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .map_or((s, "s"), |i| (&s[..i], &s[i..]));
+    let n: f64 = num.parse().map_err(|_| format!("invalid duration {s:?}"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(format!("invalid duration unit in {s:?} (use ms, s, m or h)")),
+    };
+    if !secs.is_finite() || secs < 0.0 {
+        return Err(format!("invalid duration {s:?}"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("2s").unwrap(), Duration::from_secs(2));
+        assert_eq!(parse_duration("3").unwrap(), Duration::from_secs(3));
+        assert_eq!(parse_duration("1m").unwrap(), Duration::from_secs(60));
+        assert!(parse_duration("x").is_err());
+        assert!(parse_duration("1y").is_err());
+    }
+
+    #[test]
+    fn cli_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn tls_flags_come_in_pairs() {
+        assert!(Cli::try_parse_from(["x", "serve", "--tls-cert", "a"]).is_err());
+        assert!(Cli::try_parse_from(["x", "serve", "--tls-cert", "a", "--tls-key", "b"]).is_ok());
+        assert!(Cli::try_parse_from(["x", "inject"]).is_err());
+    }
+}

@@ -1,0 +1,306 @@
+//! The JSON Patch the webhook returns for a function workload (SPEC
+//! section 5). Pure: raw JSON of a Pod or Deployment + resolved settings in,
+//! RFC 6902 operations out. The patch is built directly from the fields we
+//! own; the object is never round-tripped through typed structs, so fields
+//! newer than our Kubernetes types survive untouched.
+
+use std::borrow::Cow;
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::function::FUNCTION_LABEL;
+use crate::mode::{APP_ID, APP_PORT, APP_PROTOCOL, DAPR_ENABLED, Mode, Resolved, is_proxy_address};
+use crate::workload::Kind;
+
+pub const ENV_APP_PROTOCOL: &str = "APP_PROTOCOL";
+pub const ENV_DAPR_HOST: &str = "DAPR_HOST";
+pub const ENV_DAPR_SIDECAR_IP: &str = "DAPR_SIDECAR_IP";
+pub const ENV_FUNC_CONTEXT: &str = "FUNC_CONTEXT";
+/// The container that gets the env changes when present.
+pub const FUNCTION_CONTAINER: &str = "function";
+
+/// One RFC 6902 operation; `path` is an escaped JSON pointer.
+#[derive(Serialize, Debug, Clone, PartialEq)]
+#[serde(tag = "op", rename_all = "lowercase")]
+pub enum Op {
+    Add { path: String, value: Value },
+    Replace { path: String, value: Value },
+    Remove { path: String },
+}
+
+/// What the webhook injects into one workload of Function `function`.
+#[derive(Clone, Copy, Debug)]
+pub struct Injection<'a> {
+    pub function: &'a str,
+    pub namespace: &'a str,
+    pub resolved: &'a Resolved,
+    /// The `FUNC_CONTEXT` JSON of the function.
+    pub func_context: &'a str,
+}
+
+/// The object cannot be patched because a field has the wrong JSON type.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PatchError {
+    #[error("{0} is not a JSON object")]
+    NotAnObject(String),
+    #[error("{0} is not a JSON array")]
+    NotAnArray(String),
+    #[error("{0} is missing")]
+    Missing(String),
+}
+
+/// Escape one JSON pointer reference token (`~` as `~0`, `/` as `~1`).
+pub fn escape(token: &str) -> Cow<'_, str> {
+    if token.contains(['~', '/']) {
+        Cow::Owned(token.replace('~', "~0").replace('/', "~1"))
+    } else {
+        Cow::Borrowed(token)
+    }
+}
+
+/// Build the patch for `object` (a Pod or a Deployment). An empty result
+/// means the object already carries every setting.
+pub fn build_patch(object: &Value, kind: Kind, inj: &Injection<'_>) -> Result<Vec<Op>, PatchError> {
+    let mut ops = Vec::new();
+    if !object.is_object() {
+        return Err(PatchError::NotAnObject("object".into()));
+    }
+    if kind == Kind::Deployment {
+        match object.pointer("/spec/template") {
+            Some(Value::Object(_)) => {}
+            Some(_) => return Err(PatchError::NotAnObject("/spec/template".into())),
+            None => return Err(PatchError::Missing("/spec/template".into())),
+        }
+    }
+    patch_metadata(object, kind, inj, &mut ops)?;
+    patch_env(object, kind, inj, &mut ops)?;
+    Ok(ops)
+}
+
+/// A value the patch wants in a string map.
+struct Wanted<'a> {
+    key: &'static str,
+    value: Cow<'a, str>,
+    /// Overwrite a different existing value (else only set when absent).
+    overwrite: bool,
+}
+
+fn patch_metadata(object: &Value, kind: Kind, inj: &Injection<'_>, ops: &mut Vec<Op>) -> Result<(), PatchError> {
+    let r = inj.resolved;
+    let enabled = if r.mode == Mode::Sidecar { "true" } else { "false" };
+    let mut annotations = vec![Wanted {
+        key: DAPR_ENABLED,
+        value: Cow::Borrowed(enabled),
+        overwrite: true,
+    }];
+    if r.mode != Mode::Disabled {
+        annotations.push(Wanted {
+            key: APP_ID,
+            value: Cow::Borrowed(&r.app_id),
+            overwrite: false,
+        });
+        annotations.push(Wanted {
+            key: APP_PROTOCOL,
+            value: Cow::Borrowed(&r.app_protocol),
+            overwrite: false,
+        });
+        annotations.push(Wanted {
+            key: APP_PORT,
+            value: Cow::Owned(r.app_port.to_string()),
+            overwrite: false,
+        });
+    }
+    let labels = [Wanted {
+        key: FUNCTION_LABEL,
+        value: Cow::Borrowed(inj.function),
+        overwrite: true,
+    }];
+
+    let meta_path = kind.meta_path();
+    match object.pointer(meta_path) {
+        None | Some(Value::Null) => {
+            let mut meta = Map::new();
+            meta.insert("annotations".into(), new_map(&annotations));
+            meta.insert("labels".into(), new_map(&labels));
+            ops.push(Op::Add {
+                path: meta_path.to_owned(),
+                value: Value::Object(meta),
+            });
+        }
+        Some(Value::Object(meta)) => {
+            patch_string_map(meta, meta_path, "annotations", &annotations, ops)?;
+            patch_string_map(meta, meta_path, "labels", &labels, ops)?;
+        }
+        Some(_) => return Err(PatchError::NotAnObject(meta_path.into())),
+    }
+    Ok(())
+}
+
+fn new_map(wanted: &[Wanted<'_>]) -> Value {
+    Value::Object(
+        wanted
+            .iter()
+            .map(|w| (w.key.to_owned(), Value::String(w.value.clone().into_owned())))
+            .collect(),
+    )
+}
+
+fn patch_string_map(
+    meta: &Map<String, Value>,
+    meta_path: &str,
+    field: &str,
+    wanted: &[Wanted<'_>],
+    ops: &mut Vec<Op>,
+) -> Result<(), PatchError> {
+    let path = format!("{meta_path}/{field}");
+    match meta.get(field) {
+        None | Some(Value::Null) => ops.push(Op::Add {
+            path,
+            value: new_map(wanted),
+        }),
+        Some(Value::Object(map)) => {
+            for w in wanted {
+                let entry = format!("{path}/{}", escape(w.key));
+                match map.get(w.key) {
+                    None => ops.push(Op::Add {
+                        path: entry,
+                        value: Value::String(w.value.clone().into_owned()),
+                    }),
+                    // A non-string value is invalid Kubernetes; make it right.
+                    Some(Value::String(v)) if v == w.value.as_ref() || !w.overwrite => {}
+                    Some(_) => ops.push(Op::Replace {
+                        path: entry,
+                        value: Value::String(w.value.clone().into_owned()),
+                    }),
+                }
+            }
+        }
+        Some(_) => return Err(PatchError::NotAnObject(path)),
+    }
+    Ok(())
+}
+
+fn patch_env(object: &Value, kind: Kind, inj: &Injection<'_>, ops: &mut Vec<Op>) -> Result<(), PatchError> {
+    let containers_path = format!("{}/containers", kind.spec_path());
+    let containers = match object.pointer(&containers_path) {
+        None | Some(Value::Null) => return Ok(()),
+        Some(Value::Array(c)) => c,
+        Some(_) => return Err(PatchError::NotAnArray(containers_path)),
+    };
+    let Some(index) = containers
+        .iter()
+        .position(|c| c.get("name").and_then(Value::as_str) == Some(FUNCTION_CONTAINER))
+        .or(if containers.is_empty() { None } else { Some(0) })
+    else {
+        // A Pod without containers is invalid; the API server rejects it.
+        return Ok(());
+    };
+    let container_path = format!("{containers_path}/{index}");
+    let container = match &containers[index] {
+        Value::Object(c) => c,
+        _ => return Err(PatchError::NotAnObject(container_path)),
+    };
+
+    let r = inj.resolved;
+    let standalone = r.mode == Mode::Standalone;
+    // (name, value, overwrite an existing different value)
+    let mut wanted: Vec<(&'static str, &str, bool)> = vec![
+        (ENV_APP_PROTOCOL, &r.app_protocol, true),
+        (ENV_FUNC_CONTEXT, inj.func_context, false),
+    ];
+    if standalone {
+        wanted.push((ENV_DAPR_HOST, &r.dapr_host, true));
+        wanted.push((ENV_DAPR_SIDECAR_IP, &r.dapr_host, true));
+    }
+    let env_value = |name: &str, value: &str| {
+        let mut m = Map::with_capacity(2);
+        m.insert("name".into(), Value::String(name.to_owned()));
+        m.insert("value".into(), Value::String(value.to_owned()));
+        Value::Object(m)
+    };
+
+    let env_path = format!("{container_path}/env");
+    let env = match container.get("env") {
+        None | Some(Value::Null) => {
+            let list = wanted.iter().map(|(n, v, _)| env_value(n, v)).collect();
+            ops.push(Op::Add {
+                path: env_path,
+                value: Value::Array(list),
+            });
+            return Ok(());
+        }
+        Some(Value::Array(env)) => env,
+        Some(_) => return Err(PatchError::NotAnArray(env_path)),
+    };
+
+    let mut seen = [false; 4];
+    let mut removals = Vec::new();
+    for (j, entry) in env.iter().enumerate() {
+        let Some(name) = entry.get("name").and_then(Value::as_str) else {
+            continue;
+        };
+        if let Some(w) = wanted.iter().position(|(n, _, _)| *n == name) {
+            let (_, value, overwrite) = wanted[w];
+            if seen[w] {
+                // A duplicate of a variable we set (upstream appended
+                // duplicates): the first occurrence is the one we keep.
+                if overwrite {
+                    removals.push(j);
+                }
+                continue;
+            }
+            seen[w] = true;
+            let plain = entry.get("valueFrom").is_none();
+            match entry.get("value") {
+                Some(Value::String(v)) if plain && (v == value || !overwrite) => {}
+                None if !plain && !overwrite => {}
+                Some(Value::String(_)) if plain => ops.push(Op::Replace {
+                    path: format!("{env_path}/{j}/value"),
+                    value: Value::String(value.to_owned()),
+                }),
+                _ => ops.push(Op::Replace {
+                    path: format!("{env_path}/{j}"),
+                    value: env_value(name, value),
+                }),
+            }
+        } else if !standalone
+            && (name == ENV_DAPR_HOST || name == ENV_DAPR_SIDECAR_IP)
+            && entry
+                .get("value")
+                .and_then(Value::as_str)
+                .is_some_and(|v| is_proxy_address(v, inj.namespace))
+        {
+            removals.push(j);
+        }
+    }
+    // Replacements used the original indices; remove from the back so the
+    // remaining indices stay valid, then append what is missing.
+    for j in removals.into_iter().rev() {
+        ops.push(Op::Remove {
+            path: format!("{env_path}/{j}"),
+        });
+    }
+    for (w, (name, value, _)) in wanted.iter().enumerate() {
+        if !seen[w] {
+            ops.push(Op::Add {
+                path: format!("{env_path}/-"),
+                value: env_value(name, value),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Convert to the `json-patch` crate's type, to apply a patch locally.
+pub fn to_json_patch(ops: &[Op]) -> json_patch::Patch {
+    // Our ops serialize to valid RFC 6902 by construction.
+    serde_json::from_value(serde_json::to_value(ops).unwrap_or_default()).unwrap_or(json_patch::Patch(Vec::new()))
+}
+
+/// Apply `ops` to a copy of `object`.
+pub fn apply(object: &Value, ops: &[Op]) -> Result<Value, json_patch::PatchError> {
+    let mut out = object.clone();
+    json_patch::patch(&mut out, &to_json_patch(ops))?;
+    Ok(out)
+}

@@ -1,0 +1,135 @@
+//! `openfunction-dapr serve`: wires the store, the webhook, TLS, the admin
+//! port and (against a cluster) the controller, and runs them until
+//! SIGTERM.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use crate::cli::ServeArgs;
+use crate::server::{self, Health, ServeOptions};
+use crate::store::FunctionStore;
+use crate::tls::{self, ReloadingResolver};
+use crate::webhook::{self, Webhook};
+
+/// How often mounted certificate files are checked for a new pair.
+const CERT_POLL_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Run until a shutdown signal; a second signal exits at once.
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let health = Health::new();
+
+    // Admin port first, so probes answer (not ready) while we start.
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let admin_listener = TcpListener::bind(args.admin_addr)
+        .await
+        .with_context(|| format!("binding admin address {}", args.admin_addr))?;
+    info!(addr = %admin_listener.local_addr()?, "admin server listening (/livez, /readyz)");
+    let admin = tokio::spawn(server::serve_plain(
+        admin_listener,
+        server::admin_router(health.clone()),
+        stopped(stop_rx.clone()),
+    ));
+
+    let resolver = Arc::new(certificate(&args)?);
+    tokio::spawn(tls::watch(resolver.clone(), CERT_POLL_INTERVAL));
+    let client_ca = match &args.client_ca {
+        Some(p) => Some(std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?),
+        None => None,
+    };
+    let tls_config = tls::server_config(resolver, client_ca.as_deref())?;
+
+    let store = match &args.local {
+        Some(dir) => FunctionStore::from_dir(dir)?,
+        None => {
+            let client = kube::Client::try_default()
+                .await
+                .context("no cluster configuration (kubeconfig or in-cluster); use --local DIR to run without a cluster")?;
+            let (store, driver) =
+                FunctionStore::watch(client, args.namespace.as_deref(), args.lookup_timeout).await;
+            tokio::spawn(driver);
+            store
+        }
+    };
+
+    let webhook = Arc::new(Webhook::new(store.clone(), args.cluster_domain.clone()));
+    let listener = TcpListener::bind(args.addr)
+        .await
+        .with_context(|| format!("binding webhook address {}", args.addr))?;
+    info!(addr = %listener.local_addr()?, path = webhook::MUTATE_PATH, "webhook listening (HTTPS)");
+    let opts = ServeOptions {
+        drain_timeout: args.drain_timeout,
+        ..ServeOptions::default()
+    };
+    let https = tokio::spawn(server::serve_tls(
+        listener,
+        tls_config,
+        webhook::router(webhook),
+        opts,
+        stopped(stop_rx.clone()),
+    ));
+
+    {
+        let health = health.clone();
+        tokio::spawn(async move {
+            store.ready().await;
+            info!(functions = store.len(), "function caches synced; ready");
+            health.set_ready(true);
+        });
+    }
+
+    server::shutdown_signal().await;
+    health.set_ready(false);
+    info!(delay = ?args.shutdown_delay, "shutting down: readiness false, still answering");
+    tokio::select! {
+        () = tokio::time::sleep(args.shutdown_delay) => {}
+        () = server::shutdown_signal() => {
+            warn!("second signal: exiting at once");
+            std::process::exit(1);
+        }
+    }
+    let _ = stop_tx.send(true);
+    tokio::select! {
+        _ = https => {}
+        () = server::shutdown_signal() => {
+            warn!("second signal: exiting at once");
+            std::process::exit(1);
+        }
+    }
+    let _ = admin.await;
+    info!("drained; bye");
+    Ok(())
+}
+
+async fn stopped(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|stop| *stop).await;
+}
+
+/// The mounted pair, or a self-signed one whose CA is written to disk.
+fn certificate(args: &ServeArgs) -> anyhow::Result<ReloadingResolver> {
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        let r = ReloadingResolver::from_files(cert, key)
+            .with_context(|| format!("loading {} and {}", cert.display(), key.display()))?;
+        info!(cert = %cert.display(), "serving certificate loaded; reloaded when the files change");
+        return Ok(r);
+    }
+    let names = vec!["localhost".to_owned()];
+    let generated = tls::generate_ca_and_cert(&names, true)?;
+    let ca_out = args
+        .ca_out
+        .clone()
+        .unwrap_or_else(|| std::env::temp_dir().join("openfunction-dapr-ca.pem"));
+    write_ca(&ca_out, &generated.ca_pem)?;
+    info!(ca = %ca_out.display(), "generated a self-signed certificate for localhost and 127.0.0.1; trust this CA");
+    Ok(ReloadingResolver::from_pem(&generated.cert_pem, &generated.key_pem)?)
+}
+
+fn write_ca(path: &PathBuf, pem: &str) -> anyhow::Result<()> {
+    std::fs::write(path, pem).with_context(|| format!("writing the CA to {}", path.display()))
+}
