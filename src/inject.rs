@@ -10,7 +10,7 @@ use crate::admission::{function_warnings, mutate_workload};
 use crate::function::{Function, Serving};
 use crate::mode::{Mode, resolve};
 use crate::patch;
-use crate::proxy::{ProxySettings, desired_function_service, desired_proxy_deployment};
+use crate::proxy::{ProxySettings, desired_function_service, desired_proxy_deployment, proxy_replicas};
 use crate::store::{FunctionStore, Lookup, parse_documents};
 use crate::workload::{Classification, Kind, classify};
 
@@ -135,9 +135,10 @@ pub async fn inject(inputs: &[Input], cluster_domain: &str, proxy: &ProxySetting
             continue;
         }
         let to_value = |v: Result<Value, serde_json::Error>| v.map_err(|e| InjectError::Render(e.to_string()));
-        let (deployment, proxy_warnings) = desired_proxy_deployment(&f, proxy);
-        warnings.extend(proxy_warnings);
-        out.documents.push(to_value(serde_json::to_value(deployment))?);
+        if let (_, Some(w)) = proxy_replicas(&f.spec) {
+            warnings.insert(format!("Function {namespace}/{name}: {w}"));
+        }
+        out.documents.push(to_value(serde_json::to_value(desired_proxy_deployment(&f, proxy)))?);
         if let Some(service) = desired_function_service(&f, proxy) {
             out.documents.push(to_value(serde_json::to_value(service))?);
         }

@@ -1,1 +1,68 @@
-fn main() {}
+use std::io::Read;
+use std::process::ExitCode;
+
+use clap::Parser;
+use openfunction_dapr::cli::{Cli, Command, InjectArgs, LogFormat};
+use openfunction_dapr::inject::{self, Input};
+use openfunction_dapr::proxy::ProxySettings;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Serve(args) => openfunction_dapr::serve::run(args).await,
+            Command::Inject(args) => run_inject(args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run_inject(args: InjectArgs) -> anyhow::Result<()> {
+    let mut inputs = Vec::new();
+    for name in &args.files {
+        let text = if name == "-" {
+            let mut s = String::new();
+            std::io::stdin().read_to_string(&mut s)?;
+            s
+        } else {
+            std::fs::read_to_string(name).map_err(|e| anyhow::anyhow!("reading {name}: {e}"))?
+        };
+        let name = if name == "-" { "<stdin>".to_owned() } else { name.clone() };
+        inputs.push(Input { name, text });
+    }
+    let proxy = ProxySettings {
+        image: args.proxy_image.clone(),
+        cluster_domain: args.cluster_domain.clone(),
+        ..ProxySettings::default()
+    };
+    let out = inject::inject(&inputs, &args.cluster_domain, &proxy).await?;
+    for w in &out.warnings {
+        eprintln!("warning: {w}");
+    }
+    print!("{}", out.to_yaml()?);
+    Ok(())
+}
+
+fn init_tracing(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).init(),
+    }
+}

@@ -210,10 +210,7 @@ pub fn service_labels(function: &str) -> BTreeMap<String, String> {
 
 /// Pod annotations of the proxy: the user's `dapr.io/*` annotations, then
 /// the defaults where absent, and `dapr.io/enabled: "true"` forced.
-pub fn proxy_pod_annotations(
-    resolved: &Resolved,
-    spec: &FunctionSpec,
-) -> BTreeMap<String, String> {
+pub fn proxy_pod_annotations(resolved: &Resolved, spec: &FunctionSpec) -> BTreeMap<String, String> {
     let mut out: BTreeMap<String, String> = spec
         .serving_annotations()
         .into_iter()
@@ -494,7 +491,14 @@ mod tests {
             "knative",
         );
         let d = desired_proxy_deployment(&f, &ProxySettings::default());
-        let ann = d.spec.unwrap().template.metadata.unwrap().annotations.unwrap();
+        let ann = d
+            .spec
+            .unwrap()
+            .template
+            .metadata
+            .unwrap()
+            .annotations
+            .unwrap();
         assert_eq!(ann["dapr.io/enabled"], "true");
         assert_eq!(ann["dapr.io/app-port"], "9999");
         assert_eq!(ann["dapr.io/log-level"], "debug");

@@ -384,7 +384,7 @@ impl ReloadingResolver {
                 state.rejected = None;
                 state.not_after = not_after;
                 tracing::info!(
-                    not_after = ?not_after.map(humantime_secs),
+                    not_after_unix = not_after.map(unix_secs),
                     "installed new TLS certificate"
                 );
                 Ok(true)
@@ -405,7 +405,7 @@ impl ResolvesServerCert for ReloadingResolver {
 }
 
 /// Seconds since the Unix epoch, for logs.
-fn humantime_secs(t: SystemTime) -> u64 {
+fn unix_secs(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)

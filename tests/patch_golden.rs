@@ -67,15 +67,28 @@ impl Case {
     }
 
     fn fn_name(&self) -> &str {
-        self.function.metadata.name.as_deref().expect("function.yaml: metadata.name")
+        self.function
+            .metadata
+            .name
+            .as_deref()
+            .expect("function.yaml: metadata.name")
     }
 
     fn namespace(&self) -> &str {
-        self.function.metadata.namespace.as_deref().unwrap_or("default")
+        self.function
+            .metadata
+            .namespace
+            .as_deref()
+            .unwrap_or("default")
     }
 
     fn resolved(&self) -> Resolved {
-        resolve(self.fn_name(), self.namespace(), &self.function.spec, CLUSTER_DOMAIN)
+        resolve(
+            self.fn_name(),
+            self.namespace(),
+            &self.function.spec,
+            CLUSTER_DOMAIN,
+        )
     }
 
     fn patch(&self, object: &Value, resolved: &Resolved, ctx: &str) -> Vec<Op> {
@@ -111,7 +124,10 @@ fn assert_valid_kind(case: &str, object: &Value) {
         Kind::Deployment => serde_json::from_value::<Deployment>(object.clone()).map(drop),
     };
     if let Err(e) = res {
-        panic!("{case}: patched object is not a valid {:?}: {e}", kind_of(object));
+        panic!(
+            "{case}: patched object is not a valid {:?}: {e}",
+            kind_of(object)
+        );
     }
 }
 
@@ -119,7 +135,11 @@ fn assert_valid_kind(case: &str, object: &Value) {
 fn golden_cases() {
     let update = std::env::var_os("UPDATE_GOLDEN").is_some_and(|v| v != "0" && !v.is_empty());
     let dirs = case_dirs();
-    assert!(dirs.len() >= 14, "expected at least 14 golden cases, found {}", dirs.len());
+    assert!(
+        dirs.len() >= 14,
+        "expected at least 14 golden cases, found {}",
+        dirs.len()
+    );
     let mut failures = Vec::new();
     for dir in &dirs {
         let case = Case::load(dir);
@@ -134,7 +154,11 @@ fn golden_cases() {
 
         // Idempotent: the webhook run on its own output has nothing to do.
         let again = case.patch(&patched, &resolved, &ctx);
-        assert!(again.is_empty(), "{}: second run is not empty: {again:#?}", case.name);
+        assert!(
+            again.is_empty(),
+            "{}: second run is not empty: {again:#?}",
+            case.name
+        );
 
         let expected_path = case.dir.join("expected.json");
         if update {
@@ -181,7 +205,11 @@ fn golden_layout() {
             if update && file == "expected.json" {
                 continue;
             }
-            assert!(dir.join(file).is_file(), "{}: {file} is missing", dir.display());
+            assert!(
+                dir.join(file).is_file(),
+                "{}: {file} is missing",
+                dir.display()
+            );
         }
     }
 }
@@ -225,7 +253,10 @@ fn paths(ops: &[Op]) -> Vec<String> {
 #[test]
 fn escape_tokens() {
     assert_eq!(escape("dapr.io/enabled"), "dapr.io~1enabled");
-    assert_eq!(escape("openfunction.io/function"), "openfunction.io~1function");
+    assert_eq!(
+        escape("openfunction.io/function"),
+        "openfunction.io~1function"
+    );
     assert_eq!(escape("a~b"), "a~0b");
     // `~` first, so an escaped-looking key does not collapse
     assert_eq!(escape("a~1b"), "a~01b");
@@ -246,13 +277,31 @@ fn op_paths_are_escaped() {
     });
     let ops = ops_for(&pod, Kind::Pod, "sidecar");
     let p = paths(&ops);
-    assert!(p.contains(&"/metadata/annotations/dapr.io~1enabled".to_owned()), "{p:?}");
-    assert!(p.contains(&"/metadata/annotations/dapr.io~1app-id".to_owned()), "{p:?}");
-    assert!(p.contains(&"/metadata/annotations/dapr.io~1app-protocol".to_owned()), "{p:?}");
-    assert!(p.contains(&"/metadata/annotations/dapr.io~1app-port".to_owned()), "{p:?}");
-    assert!(p.contains(&"/metadata/labels/openfunction.io~1function".to_owned()), "{p:?}");
+    assert!(
+        p.contains(&"/metadata/annotations/dapr.io~1enabled".to_owned()),
+        "{p:?}"
+    );
+    assert!(
+        p.contains(&"/metadata/annotations/dapr.io~1app-id".to_owned()),
+        "{p:?}"
+    );
+    assert!(
+        p.contains(&"/metadata/annotations/dapr.io~1app-protocol".to_owned()),
+        "{p:?}"
+    );
+    assert!(
+        p.contains(&"/metadata/annotations/dapr.io~1app-port".to_owned()),
+        "{p:?}"
+    );
+    assert!(
+        p.contains(&"/metadata/labels/openfunction.io~1function".to_owned()),
+        "{p:?}"
+    );
     // never unescaped, never double-escaped
-    assert!(p.iter().all(|p| !p.contains("dapr.io/") && !p.contains("openfunction.io/")));
+    assert!(
+        p.iter()
+            .all(|p| !p.contains("dapr.io/") && !p.contains("openfunction.io/"))
+    );
     assert!(p.iter().all(|p| !p.contains("~01")));
     // the user's "maybe" is overridden with a replace, the rest are adds
     assert!(ops.contains(&Op::Replace {
@@ -269,12 +318,18 @@ fn op_paths_are_escaped() {
             "spec": {"containers": [{"name": "function"}]}}}
     });
     let p = paths(&ops_for(&deploy, Kind::Deployment, "standalone"));
-    assert!(p.contains(&"/spec/template/metadata/annotations/dapr.io~1enabled".to_owned()), "{p:?}");
+    assert!(
+        p.contains(&"/spec/template/metadata/annotations/dapr.io~1enabled".to_owned()),
+        "{p:?}"
+    );
     assert!(
         p.contains(&"/spec/template/metadata/labels/openfunction.io~1function".to_owned()),
         "{p:?}"
     );
-    assert!(p.contains(&"/spec/template/spec/containers/0/env".to_owned()), "{p:?}");
+    assert!(
+        p.contains(&"/spec/template/spec/containers/0/env".to_owned()),
+        "{p:?}"
+    );
     // the Deployment's own metadata is never touched
     assert!(p.iter().all(|p| !p.starts_with("/metadata")), "{p:?}");
 }

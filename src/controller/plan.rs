@@ -153,12 +153,10 @@ pub fn plan(func: &Function, observed: &Observed, settings: &ProxySettings) -> P
                     create: true,
                 });
             }
-            (Some(desired), Some(o)) if !is_subset(&desired, o) => {
-                steps.push(Step::ApplyService {
-                    service: Box::new(desired),
-                    create: false,
-                })
-            }
+            (Some(desired), Some(o)) if !is_subset(&desired, o) => steps.push(Step::ApplyService {
+                service: Box::new(desired),
+                create: false,
+            }),
             (Some(_), Some(_)) => {}
             // no longer async: our Service goes
             (None, Some(o)) if ours(&o.metadata) && o.metadata.deletion_timestamp.is_none() => {
@@ -298,7 +296,10 @@ pub fn parse_mode(s: &str) -> Option<Mode> {
 /// Add [`APPLIED_HASH_ANNOTATION`] (a hash of the object as built) to an
 /// object's metadata.
 pub fn with_applied_hash<K: kube::Resource + Serialize>(mut obj: K) -> K {
-    let hash = format!("{:016x}", fnv1a(&serde_json::to_vec(&obj).unwrap_or_default()));
+    let hash = format!(
+        "{:016x}",
+        fnv1a(&serde_json::to_vec(&obj).unwrap_or_default())
+    );
     obj.meta_mut()
         .annotations
         .get_or_insert_with(Default::default)
@@ -320,7 +321,10 @@ pub fn fnv1a(bytes: &[u8]) -> u64 {
 /// `observed` (fields the API server or others added are ignored). List
 /// items that have a `name` are matched by name, others by value.
 pub fn is_subset<A: Serialize, B: Serialize>(desired: &A, observed: &B) -> bool {
-    match (serde_json::to_value(desired), serde_json::to_value(observed)) {
+    match (
+        serde_json::to_value(desired),
+        serde_json::to_value(observed),
+    ) {
         (Ok(d), Ok(o)) => value_subset(&d, &o),
         _ => false,
     }
@@ -333,13 +337,14 @@ fn value_subset(d: &Value, o: &Value) -> bool {
             None => dv.is_null(),
         }),
         (Value::Array(d), Value::Array(o)) => {
-            d.iter().all(|dv| match dv.get("name").and_then(Value::as_str) {
-                Some(name) => o
-                    .iter()
-                    .find(|ov| ov.get("name").and_then(Value::as_str) == Some(name))
-                    .is_some_and(|ov| value_subset(dv, ov)),
-                None => o.iter().any(|ov| value_subset(dv, ov)),
-            })
+            d.iter()
+                .all(|dv| match dv.get("name").and_then(Value::as_str) {
+                    Some(name) => o
+                        .iter()
+                        .find(|ov| ov.get("name").and_then(Value::as_str) == Some(name))
+                        .is_some_and(|ov| value_subset(dv, ov)),
+                    None => o.iter().any(|ov| value_subset(dv, ov)),
+                })
         }
         _ => d == o,
     }
@@ -418,7 +423,12 @@ mod tests {
         }
     }
 
-    fn workload(name: &str, function: &str, template_annotations: Value, env: Value) -> Arc<Deployment> {
+    fn workload(
+        name: &str,
+        function: &str,
+        template_annotations: Value,
+        env: Value,
+    ) -> Arc<Deployment> {
         Arc::new(
             serde_json::from_value(json!({
                 "apiVersion": "apps/v1", "kind": "Deployment",
@@ -470,16 +480,19 @@ mod tests {
         let f = func(json!({}), "knative");
         let p = plan(&f, &Observed::default(), &ProxySettings::default());
         assert_eq!(kinds(&p), ["apply-deploy create=true"]);
-        // was async before: our Service is deleted
+        // was async before: our Service is deleted (and FUNC_CONTEXT changed)
         let mut obs = observed_for(&standalone_async());
         let p = plan(&f, &obs, &ProxySettings::default());
-        assert_eq!(kinds(&p), ["delete-svc f uid-s"]);
+        assert_eq!(
+            kinds(&p),
+            ["apply-deploy create=false", "delete-svc f uid-s"]
+        );
         // not ours: left alone
         Arc::make_mut(obs.service.as_mut().unwrap())
             .metadata
             .owner_references = None;
         let p = plan(&f, &obs, &ProxySettings::default());
-        assert!(p.steps.is_empty());
+        assert_eq!(kinds(&p), ["apply-deploy create=false"]);
     }
 
     #[test]
@@ -497,10 +510,7 @@ mod tests {
             image: "other:1".into(),
             ..Default::default()
         };
-        assert_eq!(
-            kinds(&plan(&f, &obs, &s)),
-            ["apply-deploy create=false"]
-        );
+        assert_eq!(kinds(&plan(&f, &obs, &s)), ["apply-deploy create=false"]);
     }
 
     #[test]
@@ -563,10 +573,7 @@ mod tests {
         let p = plan(&standalone_async(), &foreign, &ProxySettings::default());
         assert_eq!(
             kinds(&p),
-            [
-                "conflict Deployment f-dapr-proxy",
-                "conflict Service f"
-            ]
+            ["conflict Deployment f-dapr-proxy", "conflict Service f"]
         );
     }
 
@@ -581,31 +588,62 @@ mod tests {
         Arc::make_mut(obs.service.as_mut().unwrap())
             .metadata
             .deletion_timestamp = Some(ts.clone());
-        assert!(plan(&sidecar(), &obs, &ProxySettings::default()).steps.is_empty());
-        assert!(plan(&standalone_async(), &obs, &ProxySettings::default()).steps.is_empty());
+        assert!(
+            plan(&sidecar(), &obs, &ProxySettings::default())
+                .steps
+                .is_empty()
+        );
+        assert!(
+            plan(&standalone_async(), &obs, &ProxySettings::default())
+                .steps
+                .is_empty()
+        );
         // a Function being deleted gets nothing
         let mut f = standalone_async();
         f.metadata.deletion_timestamp = Some(ts);
-        assert!(plan(&f, &Observed::default(), &ProxySettings::default()).steps.is_empty());
+        assert!(
+            plan(&f, &Observed::default(), &ProxySettings::default())
+                .steps
+                .is_empty()
+        );
         // nor one without uid
         let mut f = standalone_async();
         f.metadata.uid = None;
-        assert!(plan(&f, &Observed::default(), &ProxySettings::default()).steps.is_empty());
+        assert!(
+            plan(&f, &Observed::default(), &ProxySettings::default())
+                .steps
+                .is_empty()
+        );
     }
 
     #[test]
     fn admitted_mode_inference() {
         let host = json!([{"name": "DAPR_HOST", "value": "f-ns-dapr.ns.svc.cluster.local"}]);
         assert_eq!(
-            admitted_mode(&workload("a", "f", json!({"dapr.io/enabled": "true"}), json!([]))),
+            admitted_mode(&workload(
+                "a",
+                "f",
+                json!({"dapr.io/enabled": "true"}),
+                json!([])
+            )),
             Some(Mode::Sidecar)
         );
         assert_eq!(
-            admitted_mode(&workload("a", "f", json!({"dapr.io/enabled": "false"}), host.clone())),
+            admitted_mode(&workload(
+                "a",
+                "f",
+                json!({"dapr.io/enabled": "false"}),
+                host.clone()
+            )),
             Some(Mode::Standalone)
         );
         assert_eq!(
-            admitted_mode(&workload("a", "f", json!({"dapr.io/enabled": "false"}), json!([]))),
+            admitted_mode(&workload(
+                "a",
+                "f",
+                json!({"dapr.io/enabled": "false"}),
+                json!([])
+            )),
             Some(Mode::Disabled)
         );
         // a DAPR_HOST of another namespace is not our proxy
@@ -618,7 +656,10 @@ mod tests {
             )),
             Some(Mode::Disabled)
         );
-        assert_eq!(admitted_mode(&workload("a", "f", json!({}), json!([]))), None);
+        assert_eq!(
+            admitted_mode(&workload("a", "f", json!({}), json!([]))),
+            None
+        );
         // our annotation wins
         assert_eq!(
             admitted_mode(&workload(
@@ -636,11 +677,31 @@ mod tests {
         let host = json!([{"name": "DAPR_HOST", "value": "f-ns-dapr.ns.svc.cluster.local"}]);
         let mut obs = observed_for(&standalone_async());
         obs.function_deployments = vec![
-            workload("b-sidecar", "f", json!({"dapr.io/enabled": "true"}), json!([])),
-            workload("a-standalone", "f", json!({"dapr.io/enabled": "false"}), host),
-            workload("c-marked", "f", json!({"openfunction.io/dapr-mode": "standalone"}), json!([])),
+            workload(
+                "b-sidecar",
+                "f",
+                json!({"dapr.io/enabled": "true"}),
+                json!([]),
+            ),
+            workload(
+                "a-standalone",
+                "f",
+                json!({"dapr.io/enabled": "false"}),
+                host,
+            ),
+            workload(
+                "c-marked",
+                "f",
+                json!({"openfunction.io/dapr-mode": "standalone"}),
+                json!([]),
+            ),
             workload("d-never-admitted", "f", json!({}), json!([])),
-            workload("e-other-fn", "g", json!({"dapr.io/enabled": "true"}), json!([])),
+            workload(
+                "e-other-fn",
+                "g",
+                json!({"dapr.io/enabled": "true"}),
+                json!([]),
+            ),
         ];
         let p = plan(&standalone_async(), &obs, &ProxySettings::default());
         assert_eq!(
@@ -684,7 +745,10 @@ mod tests {
             &json!([{"name": "x", "v": 1}]),
             &json!([{"name": "y", "v": 2}, {"name": "x", "v": 1, "w": 3}])
         ));
-        assert!(!value_subset(&json!([{"name": "x", "v": 1}]), &json!([{"name": "x", "v": 2}])));
+        assert!(!value_subset(
+            &json!([{"name": "x", "v": 1}]),
+            &json!([{"name": "x", "v": 2}])
+        ));
         assert!(value_subset(&json!(["ALL"]), &json!(["ALL", "NET_RAW"])));
         assert!(!value_subset(&json!(["ALL"]), &json!([])));
         assert_eq!(fnv1a(b""), 0xcbf2_9ce4_8422_2325);

@@ -1,0 +1,1040 @@
+//! The companion controller (SPEC section 6): for every Function in
+//! standalone mode it keeps the shared Dapr proxy Deployment (and, for async
+//! functions, the function Service) in place, removes them when the Function
+//! leaves standalone mode, and rolls the Function's Deployments when its mode
+//! changes so their pods are re-admitted by the webhook.
+//!
+//! Structure:
+//! - [`plan::plan`] is pure: Function + observed objects -> steps;
+//! - [`reconcile`] observes (from watch-fed caches), plans, and performs the
+//!   steps: server-side apply under [`FIELD_MANAGER`], deletes guarded by a
+//!   uid precondition, merge patches of one annotation for rolls, Events on
+//!   the Function;
+//! - [`run`] wires the kube-runtime `Controller`, the caches and leader
+//!   election (only the leader reconciles).
+//!
+//! A reconcile of an unchanged Function makes no API call at all: the
+//! observed objects come from the caches, and nothing is applied unless a
+//! field the controller manages differs.
+
+pub mod plan;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::{FutureExt, StreamExt};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ObjectReference, Service};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions, PropagationPolicy};
+use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::sync::oneshot;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use crate::function::{FUNCTION_LABEL, Function};
+use crate::leader::{self, LeaderSettings};
+use crate::mode::Mode;
+use crate::proxy::{self, ProxyResources, ProxySettings};
+use plan::{Observed, Plan, Step};
+
+/// Field manager of every server-side apply of the controller.
+pub const FIELD_MANAGER: &str = "openfunction-dapr";
+/// Field manager of the roll patches on function Deployments.
+pub const ROLL_FIELD_MANAGER: &str = "openfunction-dapr-roll";
+/// `reportingController` of the Events.
+pub const EVENT_REPORTER: &str = "openfunction-dapr";
+
+/// Event reasons.
+pub mod reasons {
+    pub const PROXY_CREATED: &str = "ProxyCreated";
+    pub const PROXY_UPDATED: &str = "ProxyUpdated";
+    pub const PROXY_REMOVED: &str = "ProxyRemoved";
+    pub const PROXY_CONFLICT: &str = "ProxyConflict";
+    pub const INVALID_ANNOTATION: &str = "InvalidAnnotation";
+    pub const WORKLOAD_ROLLED: &str = "WorkloadRolled";
+}
+
+/// Default period of the resync of every Function.
+pub const DEFAULT_RESYNC: Duration = Duration::from_secs(300);
+/// First retry delay after a failed reconcile; doubles up to [`MAX_BACKOFF`].
+pub const BASE_BACKOFF: Duration = Duration::from_secs(2);
+/// Longest retry delay after failed reconciles.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(300);
+/// How long a reconcile waits for the caches to fill before it fails.
+pub const CACHE_SYNC_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Settings of the controller; `#[command(flatten)]` them into `serve`.
+#[derive(clap::Args, Clone, Debug, PartialEq, Eq)]
+pub struct ControllerSettings {
+    /// Run the companion controller; `--controller=false` serves the webhook alone.
+    #[arg(
+        long = "controller",
+        env = "OPENFUNCTION_DAPR_CONTROLLER",
+        default_value_t = true,
+        action = clap::ArgAction::Set,
+        num_args = 0..=1,
+        default_missing_value = "true",
+        require_equals = true
+    )]
+    pub enabled: bool,
+
+    /// Image of the Dapr proxy container.
+    #[arg(long, env = "OPENFUNCTION_DAPR_PROXY_IMAGE", default_value = proxy::DEFAULT_PROXY_IMAGE)]
+    pub proxy_image: String,
+
+    /// Cluster DNS domain.
+    #[arg(long, env = "OPENFUNCTION_DAPR_CLUSTER_DOMAIN", default_value = crate::mode::DEFAULT_CLUSTER_DOMAIN)]
+    pub cluster_domain: String,
+
+    /// CPU request of the proxy container (empty: none).
+    #[arg(long, default_value = proxy::DEFAULT_CPU_REQUEST)]
+    pub proxy_cpu_request: String,
+
+    /// Memory request of the proxy container (empty: none).
+    #[arg(long, default_value = proxy::DEFAULT_MEMORY_REQUEST)]
+    pub proxy_memory_request: String,
+
+    /// CPU limit of the proxy container (default: none).
+    #[arg(long)]
+    pub proxy_cpu_limit: Option<String>,
+
+    /// Memory limit of the proxy container (default: none).
+    #[arg(long)]
+    pub proxy_memory_limit: Option<String>,
+
+    /// Watch Functions (and manage proxies) in this namespace only (default: all namespaces).
+    #[arg(long, env = "OPENFUNCTION_DAPR_NAMESPACE")]
+    pub namespace: Option<String>,
+
+    /// Seconds between two resyncs of every Function.
+    #[arg(long, default_value_t = DEFAULT_RESYNC.as_secs())]
+    pub resync_seconds: u64,
+
+    /// Elect a leader on a Lease so only one replica reconciles; `--leader-elect=false` for a single replica.
+    #[arg(
+        long = "leader-elect",
+        default_value_t = true,
+        action = clap::ArgAction::Set,
+        num_args = 0..=1,
+        default_missing_value = "true",
+        require_equals = true
+    )]
+    pub leader_elect: bool,
+
+    /// Name of the leader election Lease.
+    #[arg(long, default_value = leader::DEFAULT_LEASE_NAME)]
+    pub lease_name: String,
+
+    /// Namespace of the Lease (the pod's namespace).
+    #[arg(long, env = "POD_NAMESPACE", default_value = leader::DEFAULT_LEASE_NAMESPACE)]
+    pub lease_namespace: String,
+
+    /// Lease duration in seconds: how long a dead leader blocks a takeover.
+    #[arg(long, default_value_t = leader::DEFAULT_LEASE_DURATION.as_secs())]
+    pub lease_duration_seconds: u64,
+
+    /// The leader renews this many seconds before its lease expires.
+    #[arg(long, default_value_t = leader::DEFAULT_RENEW_GRACE.as_secs())]
+    pub lease_renew_grace_seconds: u64,
+
+    /// Identity of this replica in the Lease and in Events (default: POD_NAME, else the host name).
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
+}
+
+impl Default for ControllerSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            proxy_image: proxy::DEFAULT_PROXY_IMAGE.to_owned(),
+            cluster_domain: crate::mode::DEFAULT_CLUSTER_DOMAIN.to_owned(),
+            proxy_cpu_request: proxy::DEFAULT_CPU_REQUEST.to_owned(),
+            proxy_memory_request: proxy::DEFAULT_MEMORY_REQUEST.to_owned(),
+            proxy_cpu_limit: None,
+            proxy_memory_limit: None,
+            namespace: None,
+            resync_seconds: DEFAULT_RESYNC.as_secs(),
+            leader_elect: true,
+            lease_name: leader::DEFAULT_LEASE_NAME.to_owned(),
+            lease_namespace: leader::DEFAULT_LEASE_NAMESPACE.to_owned(),
+            lease_duration_seconds: leader::DEFAULT_LEASE_DURATION.as_secs(),
+            lease_renew_grace_seconds: leader::DEFAULT_RENEW_GRACE.as_secs(),
+            identity: None,
+        }
+    }
+}
+
+fn non_empty(s: &str) -> Option<String> {
+    let s = s.trim();
+    (!s.is_empty()).then(|| s.to_owned())
+}
+
+impl ControllerSettings {
+    /// The builders' settings.
+    pub fn proxy_settings(&self) -> ProxySettings {
+        ProxySettings {
+            image: self.proxy_image.clone(),
+            cluster_domain: self.cluster_domain.clone(),
+            resources: ProxyResources {
+                cpu_request: non_empty(&self.proxy_cpu_request),
+                memory_request: non_empty(&self.proxy_memory_request),
+                cpu_limit: self.proxy_cpu_limit.as_deref().and_then(non_empty),
+                memory_limit: self.proxy_memory_limit.as_deref().and_then(non_empty),
+            },
+        }
+    }
+
+    /// This replica's identity.
+    pub fn identity(&self) -> String {
+        self.identity
+            .as_deref()
+            .and_then(non_empty)
+            .unwrap_or_else(leader::default_identity)
+    }
+
+    /// The leader election settings.
+    pub fn leader_settings(&self) -> LeaderSettings {
+        LeaderSettings {
+            lease_name: self.lease_name.clone(),
+            namespace: non_empty(&self.lease_namespace)
+                .unwrap_or_else(leader::default_lease_namespace),
+            identity: self.identity(),
+            lease_duration: Duration::from_secs(self.lease_duration_seconds),
+            renew_grace: Duration::from_secs(self.lease_renew_grace_seconds),
+            request_timeout: leader::DEFAULT_REQUEST_TIMEOUT.min(Duration::from_secs(
+                self.lease_renew_grace_seconds.max(2) - 1,
+            )),
+        }
+    }
+
+    /// The resync period.
+    pub fn resync(&self) -> Duration {
+        Duration::from_secs(self.resync_seconds.max(1))
+    }
+}
+
+/// Errors of a reconcile (they requeue the Function with back-off).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{verb} {kind} {namespace}/{name}: {source}")]
+    Api {
+        verb: &'static str,
+        kind: &'static str,
+        namespace: String,
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("Function {0} has no namespace")]
+    NotNamespaced(String),
+    #[error("the caches of Deployments and Services did not sync in {0:?}")]
+    CacheNotReady(Duration),
+    #[error("{kind} {namespace}/{name} is being deleted; it will be recreated once it is gone")]
+    BeingDeleted {
+        kind: &'static str,
+        namespace: String,
+        name: String,
+    },
+    #[error(transparent)]
+    Leader(#[from] leader::LeaderError),
+}
+
+/// Where the controller reports what it does (a seam for Prometheus).
+pub trait ControllerMetrics: Send + Sync {
+    /// A reconcile finished.
+    fn reconciled(&self, _ok: bool, _duration: Duration) {}
+    /// A write call was made (`verb`: apply, delete, patch, event).
+    fn write(&self, _verb: &'static str, _kind: &'static str) {}
+    /// This replica became (true) or stopped being (false) the leader.
+    fn leader(&self, _is_leader: bool) {}
+}
+
+/// Metrics that go nowhere.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoopMetrics;
+impl ControllerMetrics for NoopMetrics {}
+
+/// Counters, readable by a metrics endpoint or a test.
+#[derive(Debug, Default)]
+pub struct CountingMetrics {
+    pub reconciles: std::sync::atomic::AtomicU64,
+    pub reconcile_errors: std::sync::atomic::AtomicU64,
+    pub writes: std::sync::atomic::AtomicU64,
+    pub is_leader: std::sync::atomic::AtomicBool,
+}
+
+impl ControllerMetrics for CountingMetrics {
+    fn reconciled(&self, ok: bool, _duration: Duration) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.reconciles.fetch_add(1, Relaxed);
+        if !ok {
+            self.reconcile_errors.fetch_add(1, Relaxed);
+        }
+    }
+    fn write(&self, _verb: &'static str, _kind: &'static str) {
+        self.writes
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+    fn leader(&self, is_leader: bool) {
+        self.is_leader
+            .store(is_leader, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// The watch-fed caches a reconcile reads.
+#[derive(Clone)]
+pub struct Stores {
+    /// Deployments labelled `app.kubernetes.io/managed-by=openfunction-dapr`.
+    pub proxies: Store<Deployment>,
+    /// Services labelled `app.kubernetes.io/managed-by=openfunction-dapr`.
+    pub services: Store<Service>,
+    /// Deployments labelled `openfunction.io/function`.
+    pub workloads: Store<Deployment>,
+}
+
+impl Stores {
+    async fn ready(&self) -> Result<(), Error> {
+        let all = async {
+            self.proxies.wait_until_ready().await.ok();
+            self.services.wait_until_ready().await.ok();
+            self.workloads.wait_until_ready().await.ok();
+        };
+        tokio::time::timeout(CACHE_SYNC_TIMEOUT, all)
+            .await
+            .map_err(|_| Error::CacheNotReady(CACHE_SYNC_TIMEOUT))
+    }
+
+    /// What the caches hold for `func`.
+    pub fn observe(&self, func: &Function) -> Observed {
+        let name = func.name_any();
+        let ns = func.namespace().unwrap_or_default();
+        Observed {
+            proxy: self
+                .proxies
+                .get(&ObjectRef::new(&proxy::proxy_deployment_name(&name)).within(&ns)),
+            service: self
+                .services
+                .get(&ObjectRef::new(&proxy::function_service_name(&name)).within(&ns)),
+            function_deployments: self.workloads.state_filter(|d| {
+                d.namespace().as_deref() == Some(ns.as_str())
+                    && d.labels().get(FUNCTION_LABEL) == Some(&name)
+            }),
+        }
+    }
+}
+
+/// Shared state of the reconciles.
+pub struct Context {
+    pub client: Client,
+    pub proxy: ProxySettings,
+    pub resync: Duration,
+    pub recorder: Recorder,
+    pub metrics: Arc<dyn ControllerMetrics>,
+    pub stores: Stores,
+    /// Consecutive failures per Function (`ns/name`), for the back-off.
+    failures: Mutex<HashMap<String, u32>>,
+    /// Hash of the last warning Event per (Function uid, reason, object), so
+    /// a warning is published once, not on every resync.
+    reported: Mutex<HashMap<String, u64>>,
+}
+
+impl Context {
+    pub fn new(
+        client: Client,
+        settings: &ControllerSettings,
+        stores: Stores,
+        metrics: Arc<dyn ControllerMetrics>,
+    ) -> Self {
+        let recorder = Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: EVENT_REPORTER.to_owned(),
+                instance: Some(settings.identity()),
+            },
+        );
+        Self {
+            client,
+            proxy: settings.proxy_settings(),
+            resync: settings.resync(),
+            recorder,
+            metrics,
+            stores,
+            failures: Mutex::default(),
+            reported: Mutex::default(),
+        }
+    }
+
+    /// Consecutive failed reconciles of `ns/name`.
+    pub fn failures(&self, key: &str) -> u32 {
+        self.failures
+            .lock()
+            .map(|m| m.get(key).copied().unwrap_or_default())
+            .unwrap_or_default()
+    }
+
+    async fn publish(
+        &self,
+        func: &Function,
+        type_: EventType,
+        reason: &str,
+        action: &str,
+        note: String,
+        secondary: Option<ObjectReference>,
+    ) {
+        let event = Event {
+            type_,
+            reason: reason.to_owned(),
+            note: Some(truncate(note, 1000)),
+            action: action.to_owned(),
+            secondary,
+        };
+        self.metrics.write("create", "Event");
+        if let Err(e) = self.recorder.publish(&event, &func.object_ref(&())).await {
+            warn!(error = %e, reason, "could not publish an Event");
+        }
+    }
+
+    /// Publish a warning once per distinct content (per Function uid and key).
+    async fn publish_once(
+        &self,
+        func: &Function,
+        key: &str,
+        reason: &str,
+        note: String,
+        secondary: Option<ObjectReference>,
+    ) {
+        let uid = func.uid().unwrap_or_default();
+        let memo = format!("{uid}/{reason}/{key}");
+        let hash = plan::fnv1a(note.as_bytes());
+        let fresh = self
+            .reported
+            .lock()
+            .map(|mut m| m.insert(memo, hash) != Some(hash))
+            .unwrap_or(true);
+        if fresh {
+            self.publish(
+                func,
+                EventType::Warning,
+                reason,
+                "Reconcile",
+                note,
+                secondary,
+            )
+            .await;
+        }
+    }
+
+    fn forget_reported(&self, func: &Function, reason: &str) {
+        let prefix = format!("{}/{reason}/", func.uid().unwrap_or_default());
+        if let Ok(mut m) = self.reported.lock() {
+            m.retain(|k, _| !k.starts_with(&prefix));
+        }
+    }
+}
+
+fn truncate(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut end = max;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+    }
+    s
+}
+
+fn reference<K: Resource<DynamicType = ()>>(namespace: &str, name: &str) -> ObjectReference {
+    ObjectReference {
+        api_version: Some(K::api_version(&()).into_owned()),
+        kind: Some(K::kind(&()).into_owned()),
+        name: Some(name.to_owned()),
+        namespace: Some(namespace.to_owned()),
+        ..Default::default()
+    }
+}
+
+/// Reconcile one Function: observe, plan, act. Requeues after the resync
+/// period.
+pub async fn reconcile(func: Arc<Function>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let name = func.name_any();
+    let namespace = func
+        .namespace()
+        .ok_or_else(|| Error::NotNamespaced(name.clone()))?;
+    let span = info_span!("reconcile", function = %name, namespace = %namespace);
+    async move {
+        let started = Instant::now();
+        let result = reconcile_inner(&func, &ctx, &namespace).await;
+        ctx.metrics.reconciled(result.is_ok(), started.elapsed());
+        if result.is_ok()
+            && let Ok(mut f) = ctx.failures.lock()
+        {
+            f.remove(&format!("{namespace}/{name}"));
+        }
+        result.map(|()| Action::requeue(ctx.resync))
+    }
+    .instrument(span)
+    .await
+}
+
+async fn reconcile_inner(func: &Function, ctx: &Context, namespace: &str) -> Result<(), Error> {
+    ctx.stores.ready().await?;
+    let observed = ctx.stores.observe(func);
+    let plan = plan::plan(func, &observed, &ctx.proxy);
+    debug!(mode = %plan.mode, steps = plan.steps.len(), "planned");
+
+    if plan.warnings.is_empty() {
+        ctx.forget_reported(func, reasons::INVALID_ANNOTATION);
+    } else {
+        ctx.publish_once(
+            func,
+            "",
+            reasons::INVALID_ANNOTATION,
+            plan.warnings.join("; "),
+            None,
+        )
+        .await;
+    }
+    execute(func, ctx, namespace, &plan).await
+}
+
+async fn execute(func: &Function, ctx: &Context, ns: &str, plan: &Plan) -> Result<(), Error> {
+    let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), ns);
+    let services: Api<Service> = Api::namespaced(ctx.client.clone(), ns);
+    let uid = func.uid().unwrap_or_default();
+    let why = match plan.mode {
+        Mode::Standalone => "the function is in standalone mode".to_owned(),
+        Mode::Sidecar => "the function is now in sidecar mode".to_owned(),
+        Mode::Disabled => "Dapr is now disabled for the function".to_owned(),
+    };
+
+    for step in &plan.steps {
+        match step {
+            Step::ApplyDeployment { deployment, create } => {
+                let resolved = proxy::resolve_function(func, &ctx.proxy);
+                let replicas = deployment
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.replicas)
+                    .unwrap_or(1);
+                let detail = format!(
+                    "app id {}, app protocol {}, app port {}, {replicas} replica(s)",
+                    resolved.app_id, resolved.app_protocol, resolved.app_port
+                );
+                apply_checked(
+                    ctx,
+                    func,
+                    &deployments,
+                    deployment.as_ref(),
+                    *create,
+                    &uid,
+                    &detail,
+                )
+                .await?;
+            }
+            Step::ApplyService { service, create } => {
+                let headless =
+                    service.spec.as_ref().and_then(|s| s.cluster_ip.as_deref()) == Some("None");
+                let port = service
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.ports.as_ref())
+                    .and_then(|p| p.first())
+                    .map(|p| p.port)
+                    .unwrap_or_default();
+                let detail = format!(
+                    "{}port {port}, selecting the function's pods; the proxy forwards events to it",
+                    if headless { "headless, " } else { "" }
+                );
+                apply_checked(
+                    ctx,
+                    func,
+                    &services,
+                    service.as_ref(),
+                    *create,
+                    &uid,
+                    &detail,
+                )
+                .await?;
+            }
+            Step::DeleteDeployment { name, uid } => {
+                if delete(ctx, &deployments, ns, name, uid).await? {
+                    ctx.publish(
+                        func,
+                        EventType::Normal,
+                        reasons::PROXY_REMOVED,
+                        "Delete",
+                        format!("Deleted the Dapr proxy Deployment {name}: {why}"),
+                        Some(reference::<Deployment>(ns, name)),
+                    )
+                    .await;
+                }
+            }
+            Step::DeleteService { name, uid } => {
+                if delete(ctx, &services, ns, name, uid).await? {
+                    let why = if plan.mode == Mode::Standalone {
+                        "the function is no longer async, or the Service is replaced".to_owned()
+                    } else {
+                        why.clone()
+                    };
+                    ctx.publish(
+                        func,
+                        EventType::Normal,
+                        reasons::PROXY_REMOVED,
+                        "Delete",
+                        format!("Deleted the function Service {name}: {why}"),
+                        Some(reference::<Service>(ns, name)),
+                    )
+                    .await;
+                }
+            }
+            Step::RollDeployment { name, from, to } => {
+                let patch = serde_json::json!({
+                    "spec": {"template": {"metadata": {"annotations": {
+                        proxy::MODE_ANNOTATION: to.as_str()
+                    }}}}
+                });
+                let pp = PatchParams {
+                    field_manager: Some(ROLL_FIELD_MANAGER.to_owned()),
+                    ..Default::default()
+                };
+                ctx.metrics.write("patch", "Deployment");
+                match deployments.patch(name, &pp, &Patch::Merge(&patch)).await {
+                    Ok(_) => {
+                        let from =
+                            from.map_or("an unknown mode".to_owned(), |m| format!("{m} mode"));
+                        info!(deployment = %name, %to, "rolled a function Deployment");
+                        ctx.publish(
+                            func,
+                            EventType::Normal,
+                            reasons::WORKLOAD_ROLLED,
+                            "Roll",
+                            format!(
+                                "Rolled Deployment {name} (pods admitted in {from}) so its pods are re-admitted in {to} mode"
+                            ),
+                            Some(reference::<Deployment>(ns, name)),
+                        )
+                        .await;
+                    }
+                    Err(kube::Error::Api(e)) if e.code == 404 => {}
+                    Err(source) => {
+                        return Err(Error::Api {
+                            verb: "patch",
+                            kind: "Deployment",
+                            namespace: ns.to_owned(),
+                            name: name.clone(),
+                            source,
+                        });
+                    }
+                }
+            }
+            Step::Conflict {
+                kind,
+                name,
+                message,
+            } => {
+                warn!(kind, name = %name, "{message}");
+                let secondary = if *kind == "Service" {
+                    reference::<Service>(ns, name)
+                } else {
+                    reference::<Deployment>(ns, name)
+                };
+                ctx.publish_once(
+                    func,
+                    name,
+                    reasons::PROXY_CONFLICT,
+                    message.clone(),
+                    Some(secondary),
+                )
+                .await;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Server-side apply `desired`. When it is to be created, first check that
+/// the name is free: an object of that name that is not ours is never
+/// taken over.
+async fn apply_checked<K>(
+    ctx: &Context,
+    func: &Function,
+    api: &Api<K>,
+    desired: &K,
+    create: bool,
+    uid: &str,
+    detail: &str,
+) -> Result<(), Error>
+where
+    K: Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + std::fmt::Debug,
+{
+    let kind = K::kind(&());
+    let kind: &'static str = if kind == "Service" {
+        "Service"
+    } else {
+        "Deployment"
+    };
+    let name = desired.name_any();
+    let ns = desired.namespace().unwrap_or_default();
+    let api_err = |verb, source| Error::Api {
+        verb,
+        kind,
+        namespace: ns.clone(),
+        name: name.clone(),
+        source,
+    };
+    let mut created = create;
+    if create {
+        match api.get_opt(&name).await.map_err(|e| api_err("get", e))? {
+            None => {}
+            Some(existing) if !proxy::is_owned_by(existing.meta(), uid) => {
+                let message = format!(
+                    "{kind} {name} already exists and was not created by openfunction-dapr for this function; \
+                     it is left untouched, so the Dapr proxy of this function is not managed until it is removed or renamed"
+                );
+                warn!(kind, name = %name, "{message}");
+                ctx.publish_once(
+                    func,
+                    &name,
+                    reasons::PROXY_CONFLICT,
+                    message,
+                    Some(reference::<K>(&ns, &name)),
+                )
+                .await;
+                return Ok(());
+            }
+            Some(existing) if existing.meta().deletion_timestamp.is_some() => {
+                return Err(Error::BeingDeleted {
+                    kind,
+                    namespace: ns.clone(),
+                    name: name.clone(),
+                });
+            }
+            Some(existing) if plan::is_subset(desired, &existing) => return Ok(()),
+            Some(_) => created = false,
+        }
+    }
+    let pp = PatchParams::apply(FIELD_MANAGER).force();
+    ctx.metrics.write("apply", kind);
+    api.patch(&name, &pp, &Patch::Apply(desired))
+        .await
+        .map_err(|e| api_err("apply", e))?;
+    let what = if kind == "Service" {
+        "function Service"
+    } else {
+        "Dapr proxy Deployment"
+    };
+    let (reason, note) = if created {
+        info!(kind, name = %name, "created");
+        (
+            reasons::PROXY_CREATED,
+            format!("Created the {what} {name} ({detail})"),
+        )
+    } else {
+        info!(kind, name = %name, "updated to match the Function");
+        (
+            reasons::PROXY_UPDATED,
+            format!("Updated the {what} {name} to match the Function ({detail})"),
+        )
+    };
+    ctx.publish(
+        func,
+        EventType::Normal,
+        reason,
+        if created { "Create" } else { "Update" },
+        note,
+        Some(reference::<K>(&ns, &name)),
+    )
+    .await;
+    Ok(())
+}
+
+/// Delete `name` if it still has `uid`; true when it was deleted by us.
+async fn delete<K>(
+    ctx: &Context,
+    api: &Api<K>,
+    ns: &str,
+    name: &str,
+    uid: &str,
+) -> Result<bool, Error>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
+{
+    let kind: &'static str = if K::kind(&()) == "Service" {
+        "Service"
+    } else {
+        "Deployment"
+    };
+    let dp = DeleteParams {
+        propagation_policy: Some(PropagationPolicy::Background),
+        preconditions: Some(Preconditions {
+            uid: Some(uid.to_owned()),
+            resource_version: None,
+        }),
+        ..Default::default()
+    };
+    ctx.metrics.write("delete", kind);
+    match api.delete(name, &dp).await {
+        Ok(_) => {
+            info!(kind, name, "deleted");
+            Ok(true)
+        }
+        // already gone, or replaced by another object of that name
+        Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {
+            debug!(kind, name, code = e.code, "nothing to delete");
+            Ok(false)
+        }
+        Err(source) => Err(Error::Api {
+            verb: "delete",
+            kind,
+            namespace: ns.to_owned(),
+            name: name.to_owned(),
+            source,
+        }),
+    }
+}
+
+/// Delay before the `failures`-th retry: 2 s, 4 s, 8 s, ... up to 5 min.
+pub fn backoff_delay(failures: u32) -> Duration {
+    let exp = failures.saturating_sub(1).min(16);
+    BASE_BACKOFF.saturating_mul(1u32 << exp).min(MAX_BACKOFF)
+}
+
+/// Requeue a failed Function with a per-Function exponential back-off.
+pub fn error_policy(func: Arc<Function>, err: &Error, ctx: Arc<Context>) -> Action {
+    let key = format!(
+        "{}/{}",
+        func.namespace().unwrap_or_default(),
+        func.name_any()
+    );
+    let failures = ctx
+        .failures
+        .lock()
+        .map(|mut m| {
+            let n = m.entry(key.clone()).or_default();
+            *n = n.saturating_add(1);
+            *n
+        })
+        .unwrap_or(1);
+    let delay = backoff_delay(failures);
+    warn!(function = %key, error = %err, failures, "reconcile failed; retrying in {delay:?}");
+    Action::requeue(delay)
+}
+
+/// Run the controller until `shutdown`, only while this replica is the
+/// leader (unless `--leader-elect=false`). With `--controller=false` it just
+/// waits for `shutdown`. Errors of the API are retried, never returned; an
+/// error means the settings are unusable.
+pub async fn run(
+    client: Client,
+    settings: ControllerSettings,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    run_with_metrics(client, settings, Arc::new(NoopMetrics), shutdown).await
+}
+
+/// [`run`], reporting to `metrics`.
+pub async fn run_with_metrics(
+    client: Client,
+    settings: ControllerSettings,
+    metrics: Arc<dyn ControllerMetrics>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    if !settings.enabled {
+        info!("controller disabled (--controller=false): serving the webhook only");
+        shutdown.await;
+        return Ok(());
+    }
+    let settings = Arc::new(settings);
+    if !settings.leader_elect {
+        let (stop_tx, stop_rx) = oneshot::channel();
+        let stopper = tokio::spawn(async move {
+            shutdown.await;
+            let _ = stop_tx.send(());
+        });
+        metrics.leader(true);
+        let result = run_controller(client, settings, metrics.clone(), stop_rx).await;
+        metrics.leader(false);
+        stopper.abort();
+        return result;
+    }
+    let lease = settings.leader_settings();
+    info!(lease = %lease.lease_name, namespace = %lease.namespace, identity = %lease.identity,
+        duration = ?lease.lease_duration, "leader election enabled");
+    let m = metrics.clone();
+    leader::run_while_leader(
+        client.clone(),
+        lease,
+        move |stop| run_controller(client.clone(), settings.clone(), metrics.clone(), stop),
+        move |is_leader| m.leader(is_leader),
+        shutdown,
+    )
+    .await?;
+    Ok(())
+}
+
+/// The controller itself, until `stop` fires (or its sender is dropped).
+pub async fn run_controller(
+    client: Client,
+    settings: Arc<ControllerSettings>,
+    metrics: Arc<dyn ControllerMetrics>,
+    stop: oneshot::Receiver<()>,
+) -> Result<(), Error> {
+    fn api<K>(client: &Client, ns: &Option<String>) -> Api<K>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+    {
+        match ns {
+            Some(ns) => Api::namespaced(client.clone(), ns),
+            None => Api::all(client.clone()),
+        }
+    }
+    let ns = settings.namespace.clone().filter(|n| !n.trim().is_empty());
+    let managed = watcher::Config::default().labels(proxy::MANAGED_SELECTOR);
+
+    let (proxies, proxy_writer) = reflector::store::<Deployment>();
+    let proxy_events = watcher(api::<Deployment>(&client, &ns), managed.clone())
+        .default_backoff()
+        .modify(|d| d.managed_fields_mut().clear())
+        .reflect(proxy_writer)
+        .touched_objects();
+    let (services, service_writer) = reflector::store::<Service>();
+    let service_events = watcher(api::<Service>(&client, &ns), managed)
+        .default_backoff()
+        .modify(|s| s.managed_fields_mut().clear())
+        .reflect(service_writer)
+        .touched_objects();
+    let (workloads, workload_writer) = reflector::store::<Deployment>();
+    let workload_events = watcher(
+        api::<Deployment>(&client, &ns),
+        watcher::Config::default().labels(FUNCTION_LABEL),
+    )
+    .default_backoff()
+    .modify(|d| {
+        d.managed_fields_mut().clear();
+        d.status = None;
+    })
+    .reflect(workload_writer)
+    .for_each(|event| {
+        if let Err(e) = event {
+            warn!(error = %e, "watch of function Deployments failed; retrying");
+        }
+        std::future::ready(())
+    });
+    let workload_task = tokio::spawn(workload_events);
+
+    let stores = Stores {
+        proxies,
+        services,
+        workloads,
+    };
+    let ctx = Arc::new(Context::new(client.clone(), &settings, stores, metrics));
+    info!(
+        namespace = ns.as_deref().unwrap_or("<all>"),
+        image = %settings.proxy_image,
+        "starting the controller"
+    );
+    Controller::new(api::<Function>(&client, &ns), watcher::Config::default())
+        .owns_stream(proxy_events)
+        .owns_stream(service_events)
+        .with_config(
+            ControllerConfig::default()
+                .concurrency(8)
+                .debounce(Duration::from_millis(500)),
+        )
+        .graceful_shutdown_on(stop.map(|_| ()))
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| {
+            match result {
+                Ok((obj, _)) => debug!(function = %obj, "reconciled"),
+                Err(kube::runtime::controller::Error::ReconcilerFailed(e, obj)) => {
+                    debug!(function = %obj, error = %e, "reconcile failed")
+                }
+                Err(e) => warn!(error = %e, "controller error"),
+            }
+            std::future::ready(())
+        })
+        .await;
+    workload_task.abort();
+    info!("controller stopped");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        settings: ControllerSettings,
+    }
+
+    #[test]
+    fn backoff_grows_and_caps() {
+        assert_eq!(backoff_delay(0), Duration::from_secs(2));
+        assert_eq!(backoff_delay(1), Duration::from_secs(2));
+        assert_eq!(backoff_delay(2), Duration::from_secs(4));
+        assert_eq!(backoff_delay(5), Duration::from_secs(32));
+        assert_eq!(backoff_delay(9), MAX_BACKOFF);
+        assert_eq!(backoff_delay(u32::MAX), MAX_BACKOFF);
+    }
+
+    #[test]
+    fn cli_flags() {
+        let s = Cli::parse_from([
+            "x",
+            "--controller=false",
+            "--proxy-image",
+            "reg/proxy:v2",
+            "--cluster-domain",
+            "example.org",
+            "--proxy-cpu-request",
+            "",
+            "--proxy-memory-limit",
+            "128Mi",
+            "--namespace",
+            "fns",
+            "--leader-elect=false",
+        ])
+        .settings;
+        assert!(!s.enabled);
+        assert!(!s.leader_elect);
+        assert_eq!(s.namespace.as_deref(), Some("fns"));
+        let p = s.proxy_settings();
+        assert_eq!(p.image, "reg/proxy:v2");
+        assert_eq!(p.cluster_domain, "example.org");
+        assert_eq!(p.resources.cpu_request, None);
+        assert_eq!(p.resources.memory_request.as_deref(), Some("64Mi"));
+        assert_eq!(p.resources.memory_limit.as_deref(), Some("128Mi"));
+
+        let d = Cli::parse_from(["x", "--controller"]).settings;
+        assert!(d.enabled);
+        assert_eq!(d.proxy_settings(), ProxySettings::default());
+        assert_eq!(d.resync(), DEFAULT_RESYNC);
+        let l = d.leader_settings();
+        assert_eq!(l.lease_name, "openfunction-dapr-controller");
+        assert_eq!(l.lease_duration, Duration::from_secs(15));
+        assert!(l.request_timeout < l.renew_grace);
+    }
+
+    #[test]
+    fn default_matches_the_cli_defaults() {
+        let mut parsed = Cli::parse_from(["x"]).settings;
+        let mut default = ControllerSettings::default();
+        // these three may come from the environment
+        for s in [&mut parsed, &mut default] {
+            s.identity = None;
+            s.lease_namespace.clear();
+            s.namespace = None;
+        }
+        assert_eq!(parsed, default);
+    }
+}
