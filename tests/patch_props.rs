@@ -238,6 +238,9 @@ fn env_entry(ns: String, dapr_host: String) -> impl Strategy<Value = Value> {
         2 => Just(json!({"valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}})),
         1 => Just(json!({"valueFrom": {"configMapKeyRef": {"name": "cm", "key": "k"}}})),
         1 => Just(json!({})),
+        // explicit nulls mean "absent"
+        1 => Just(json!({"value": "grpc", "valueFrom": null})),
+        1 => Just(json!({"value": null, "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}})),
     ];
     (name, kind, any::<bool>()).prop_map(|(name, mut entry, extra)| {
         entry["name"] = Value::String(name);
@@ -433,8 +436,14 @@ fn name_of(e: &Value) -> &str {
     e["name"].as_str().unwrap_or("")
 }
 
+/// No `valueFrom` (null counts as absent, as in Kubernetes).
 fn is_plain(e: &Value) -> bool {
-    e.get("valueFrom").is_none()
+    e.get("valueFrom").is_none_or(Value::is_null)
+}
+
+/// The `value` of an env entry; null counts as absent.
+fn value_of(e: &Value) -> Option<&Value> {
+    e.get("value").filter(|v| !v.is_null())
 }
 
 /// The target container's env after the patch, as SPEC section 5 says:
@@ -466,14 +475,14 @@ fn model_env(input: &[Value], s: &Setup) -> Vec<Value> {
             }
             seen[w] = true;
             let kept_as_is = if overwrite {
-                is_plain(e) && e.get("value") == Some(&json!(value))
+                is_plain(e) && value_of(e) == Some(&json!(value))
             } else {
-                (is_plain(e) && e.get("value").is_some_and(Value::is_string))
-                    || (!is_plain(e) && e.get("value").is_none())
+                (is_plain(e) && value_of(e).is_some_and(Value::is_string))
+                    || (!is_plain(e) && value_of(e).is_none())
             };
             if kept_as_is {
                 out.push(e.clone());
-            } else if is_plain(e) && e.get("value").is_some_and(Value::is_string) {
+            } else if is_plain(e) && value_of(e).is_some_and(Value::is_string) {
                 let mut e = e.clone();
                 e["value"] = json!(value);
                 out.push(e);
@@ -583,8 +592,16 @@ fn check(s: &Setup, kind: Kind, input: &Value) -> Result<(), TestCaseError> {
         count(&env_out, "FUNC_CONTEXT"),
         count(&env_in, "FUNC_CONTEXT").max(1)
     );
-    if count(&env_in, "FUNC_CONTEXT") == 0 {
-        prop_assert_eq!(&only("FUNC_CONTEXT")[0]["value"], &json!(s.ctx));
+    match env_in.iter().find(|e| name_of(e) == "FUNC_CONTEXT") {
+        None => prop_assert_eq!(&only("FUNC_CONTEXT")[0]["value"], &json!(s.ctx)),
+        // the user's own value (plain or from a reference) is kept as is
+        Some(e)
+            if (is_plain(e) && value_of(e).is_some_and(Value::is_string))
+                || (!is_plain(e) && value_of(e).is_none()) =>
+        {
+            prop_assert_eq!(only("FUNC_CONTEXT")[0], e)
+        }
+        Some(_) => {}
     }
     for name in ["DAPR_HOST", "DAPR_SIDECAR_IP"] {
         if r.mode == Mode::Standalone {
