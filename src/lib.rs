@@ -22,3 +22,4 @@ pub mod leader;
 pub mod cli;
 pub mod inject;
 pub mod serve;
+pub mod metrics;

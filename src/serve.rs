@@ -12,6 +12,7 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::cli::ServeArgs;
+use crate::metrics::Metrics;
 use crate::server::{self, Health, ServeOptions};
 use crate::store::FunctionStore;
 use crate::tls::{self, ReloadingResolver};
@@ -24,21 +25,34 @@ const CERT_POLL_INTERVAL: Duration = Duration::from_secs(5);
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let health = Health::new();
+    let metrics = Arc::new(Metrics::new());
 
     // Admin port first, so probes answer (not ready) while we start.
     let (stop_tx, stop_rx) = watch::channel(false);
     let admin_listener = TcpListener::bind(args.admin_addr)
         .await
         .with_context(|| format!("binding admin address {}", args.admin_addr))?;
-    info!(addr = %admin_listener.local_addr()?, "admin server listening (/livez, /readyz)");
+    info!(addr = %admin_listener.local_addr()?, "admin server listening (/livez, /readyz, /metrics)");
     let admin = tokio::spawn(server::serve_plain(
         admin_listener,
-        server::admin_router(health.clone()),
+        server::admin_router(health.clone()).merge(metrics.router()),
         stopped(stop_rx.clone()),
     ));
 
     let resolver = Arc::new(certificate(&args)?);
     tokio::spawn(tls::watch(resolver.clone(), CERT_POLL_INTERVAL));
+    {
+        // Keep the expiry gauge right across reloads.
+        let (resolver, metrics) = (resolver.clone(), metrics.clone());
+        tokio::spawn(async move {
+            loop {
+                if let Some(t) = resolver.not_after() {
+                    metrics.set_certificate_expiry(t);
+                }
+                tokio::time::sleep(CERT_POLL_INTERVAL).await;
+            }
+        });
+    }
     let client_ca = match &args.client_ca {
         Some(p) => Some(std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?),
         None => None,
@@ -58,7 +72,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         }
     };
 
-    let webhook = Arc::new(Webhook::new(store.clone(), args.cluster_domain.clone()));
+    let webhook = Arc::new(Webhook::new(store.clone(), args.cluster_domain.clone()).with_observer(metrics.clone()));
     let listener = TcpListener::bind(args.addr)
         .await
         .with_context(|| format!("binding webhook address {}", args.addr))?;

@@ -15,7 +15,7 @@ use tracing::{Instrument, field, info_span, warn};
 
 use crate::admission::{self, Answer, DecodeError, Request, Target};
 use crate::mode::Mode;
-use crate::store::{FunctionStore, Lookup, Source};
+use crate::store::{FunctionStore, Lookup};
 use crate::workload::{Classification, Kind, classify};
 
 /// The route the MutatingWebhookConfiguration points at.
@@ -78,7 +78,8 @@ pub struct Reviewed {
     /// `pod`, `deployment`, `function` or `other`.
     pub resource: &'static str,
     pub operation: String,
-    pub lookup: Option<Source>,
+    /// Where the Function came from: `cache`, `api`, or `miss`.
+    pub lookup: Option<&'static str>,
 }
 
 /// Observes every review; the metrics module implements it.
@@ -198,7 +199,11 @@ impl Webhook {
         }
     }
 
-    async fn review_workload(&self, request: &Request, kind: Kind) -> (Answer, Outcome, Option<Mode>, Option<Source>) {
+    async fn review_workload(
+        &self,
+        request: &Request,
+        kind: Kind,
+    ) -> (Answer, Outcome, Option<Mode>, Option<&'static str>) {
         let Some(object) = request.object.as_ref().filter(|o| o.is_object()) else {
             return (
                 Answer::deny(400, "the AdmissionReview request carries no object"),
@@ -240,7 +245,7 @@ impl Webhook {
                     kind.as_str(),
                     request.display_name()
                 ));
-                return (answer, Outcome::Skipped(SkipReason::FunctionNotFound), None, None);
+                return (answer, Outcome::Skipped(SkipReason::FunctionNotFound), None, Some("miss"));
             }
             Err(e) => {
                 warn!(error = %e, "function look-up failed");
@@ -268,13 +273,13 @@ impl Webhook {
                     warnings: m.warnings,
                     status: None,
                 };
-                (answer, outcome, Some(m.mode), Some(source))
+                (answer, outcome, Some(m.mode), Some(source.as_str()))
             }
             Err(e) => (
                 Answer::deny(400, format!("cannot patch {} {}: {e}", kind.as_str(), request.display_name())),
                 Outcome::Error,
                 None,
-                Some(source),
+                Some(source.as_str()),
             ),
         }
     }
