@@ -9,8 +9,8 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::function::Function;
 use crate::func_context::func_context;
+use crate::function::Function;
 use crate::mode::{Mode, Resolved, resolve};
 use crate::patch::{Injection, Op, PatchError, build_patch};
 use crate::workload::Kind;
@@ -128,8 +128,15 @@ pub enum DecodeError {
 pub fn decode(body: &[u8]) -> Result<Request, DecodeError> {
     match serde_json::from_slice::<ReviewRequest>(body) {
         Ok(review) => {
-            let uid = review.request.as_ref().map(|r| r.uid.clone()).filter(|u| !u.is_empty());
-            let invalid = |reason: String| DecodeError::Invalid { uid: uid.clone(), reason };
+            let uid = review
+                .request
+                .as_ref()
+                .map(|r| r.uid.clone())
+                .filter(|u| !u.is_empty());
+            let invalid = |reason: String| DecodeError::Invalid {
+                uid: uid.clone(),
+                reason,
+            };
             if review.api_version != API_VERSION || review.kind != REVIEW_KIND {
                 return Err(invalid(format!(
                     "unsupported review {:?}/{:?}: expected {API_VERSION} {REVIEW_KIND}",
@@ -367,16 +374,31 @@ mod tests {
             operation: op.into(),
             ..Default::default()
         };
-        assert_eq!(req("", "pods", "CREATE", None).target(), Target::Workload(Kind::Pod));
+        assert_eq!(
+            req("", "pods", "CREATE", None).target(),
+            Target::Workload(Kind::Pod)
+        );
         assert_eq!(req("", "pods", "UPDATE", None).target(), Target::Other);
-        assert_eq!(req("", "pods", "CREATE", Some("binding")).target(), Target::Other);
+        assert_eq!(
+            req("", "pods", "CREATE", Some("binding")).target(),
+            Target::Other
+        );
         assert_eq!(
             req("apps", "deployments", "UPDATE", None).target(),
             Target::Workload(Kind::Deployment)
         );
-        assert_eq!(req("apps", "deployments", "DELETE", None).target(), Target::Other);
-        assert_eq!(req("apps", "deployments", "UPDATE", Some("scale")).target(), Target::Other);
-        assert_eq!(req("core.openfunction.io", "functions", "CREATE", None).target(), Target::Function);
+        assert_eq!(
+            req("apps", "deployments", "DELETE", None).target(),
+            Target::Other
+        );
+        assert_eq!(
+            req("apps", "deployments", "UPDATE", Some("scale")).target(),
+            Target::Other
+        );
+        assert_eq!(
+            req("core.openfunction.io", "functions", "CREATE", None).target(),
+            Target::Function
+        );
         assert_eq!(req("", "services", "CREATE", None).target(), Target::Other);
     }
 
@@ -386,7 +408,13 @@ mod tests {
             Err(DecodeError::Invalid { uid, .. }) => assert_eq!(uid.as_deref(), Some("abc")),
             Ok(_) => panic!("decoded garbage"),
         }
-        for body in [&b""[..], b"{", b"\xff\xfe", b"[]", br#"{"request": {"uid": ""}}"#] {
+        for body in [
+            &b""[..],
+            b"{",
+            b"\xff\xfe",
+            b"[]",
+            br#"{"request": {"uid": ""}}"#,
+        ] {
             match decode(body) {
                 Err(DecodeError::Invalid { uid, .. }) => assert_eq!(uid, None),
                 Ok(_) => panic!("decoded {body:?}"),
@@ -405,7 +433,10 @@ mod tests {
             }
             Ok(_) => panic!("accepted v1beta1"),
         }
-        let body = serde_json::to_vec(&json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview"})).unwrap();
+        let body = serde_json::to_vec(
+            &json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview"}),
+        )
+        .unwrap();
         assert!(decode(&body).is_err());
     }
 
@@ -424,8 +455,12 @@ mod tests {
         assert_eq!(out["response"]["uid"], "u");
         assert_eq!(out["response"]["allowed"], true);
         assert_eq!(out["response"]["patchType"], "JSONPatch");
-        let patch = out["response"]["patch"].as_str().expect("patch is a base64 string");
-        let decoded = base64::engine::general_purpose::STANDARD.decode(patch).unwrap();
+        let patch = out["response"]["patch"]
+            .as_str()
+            .expect("patch is a base64 string");
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(patch)
+            .unwrap();
         let ops: Value = serde_json::from_slice(&decoded).unwrap();
         assert_eq!(
             ops,
@@ -436,10 +471,20 @@ mod tests {
     #[test]
     fn empty_answer_has_no_patch_fields() {
         let out: Value = serde_json::from_slice(&encode("u", &Answer::allow())).unwrap();
-        assert_eq!(out, json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
-            "response": {"uid": "u", "allowed": true}}));
-        let out: Value = serde_json::from_slice(&encode("u", &Answer::deny(503, "try again").with_warning("w"))).unwrap();
-        assert_eq!(out["response"]["status"], json!({"code": 503, "message": "try again"}));
+        assert_eq!(
+            out,
+            json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+            "response": {"uid": "u", "allowed": true}})
+        );
+        let out: Value = serde_json::from_slice(&encode(
+            "u",
+            &Answer::deny(503, "try again").with_warning("w"),
+        ))
+        .unwrap();
+        assert_eq!(
+            out["response"]["status"],
+            json!({"code": 503, "message": "try again"})
+        );
         assert_eq!(out["response"]["warnings"], json!(["w"]));
         assert_eq!(out["response"]["allowed"], false);
     }

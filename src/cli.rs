@@ -9,7 +9,11 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::mode::DEFAULT_CLUSTER_DOMAIN;
 
 #[derive(Parser, Debug)]
-#[command(name = "openfunction-dapr", version, about = "Wire OpenFunction functions to Dapr: admission webhook and proxy controller")]
+#[command(
+    name = "openfunction-dapr",
+    version,
+    about = "Wire OpenFunction functions to Dapr: admission webhook and proxy controller"
+)]
 pub struct Cli {
     /// Log format.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "LOG_FORMAT")]
@@ -27,7 +31,7 @@ pub enum LogFormat {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the admission webhook (and, against a cluster, the controller).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Offline: print workloads as the webhook admits them, then the
     /// objects the controller would create.
     Inject(InjectArgs),
@@ -101,7 +105,11 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "s" => n,
         "m" => n * 60.0,
         "h" => n * 3600.0,
-        _ => return Err(format!("invalid duration unit in {s:?} (use ms, s, m or h)")),
+        _ => {
+            return Err(format!(
+                "invalid duration unit in {s:?} (use ms, s, m or h)"
+            ));
+        }
     };
     if !secs.is_finite() || secs < 0.0 {
         return Err(format!("invalid duration {s:?}"));

@@ -335,7 +335,10 @@ pub struct Context {
     pub client: Client,
     pub proxy: ProxySettings,
     pub resync: Duration,
-    pub recorder: Recorder,
+    /// Who publishes the Events (a fresh [`Recorder`] per Event, so every
+    /// Event carries its own note instead of bumping the count of an older
+    /// one with the same reason).
+    pub reporter: Reporter,
     pub metrics: Arc<dyn ControllerMetrics>,
     pub stores: Stores,
     /// Consecutive failures per Function (`ns/name`), for the back-off.
@@ -352,18 +355,15 @@ impl Context {
         stores: Stores,
         metrics: Arc<dyn ControllerMetrics>,
     ) -> Self {
-        let recorder = Recorder::new(
-            client.clone(),
-            Reporter {
-                controller: EVENT_REPORTER.to_owned(),
-                instance: Some(settings.identity()),
-            },
-        );
+        let reporter = Reporter {
+            controller: EVENT_REPORTER.to_owned(),
+            instance: Some(settings.identity()),
+        };
         Self {
             client,
             proxy: settings.proxy_settings(),
             resync: settings.resync(),
-            recorder,
+            reporter,
             metrics,
             stores,
             failures: Mutex::default(),
@@ -396,7 +396,8 @@ impl Context {
             secondary,
         };
         self.metrics.write("create", "Event");
-        if let Err(e) = self.recorder.publish(&event, &func.object_ref(&())).await {
+        let recorder = Recorder::new(self.client.clone(), self.reporter.clone());
+        if let Err(e) = recorder.publish(&event, &func.object_ref(&())).await {
             warn!(error = %e, reason, "could not publish an Event");
         }
     }

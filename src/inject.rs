@@ -10,7 +10,9 @@ use crate::admission::{function_warnings, mutate_workload};
 use crate::function::{Function, Serving};
 use crate::mode::{Mode, resolve};
 use crate::patch;
-use crate::proxy::{ProxySettings, desired_function_service, desired_proxy_deployment, proxy_replicas};
+use crate::proxy::{
+    ProxySettings, desired_function_service, desired_proxy_deployment, proxy_replicas,
+};
 use crate::store::{FunctionStore, Lookup, parse_documents};
 use crate::workload::{Classification, Kind, classify};
 
@@ -33,7 +35,9 @@ impl Output {
         let mut out = String::new();
         for doc in &self.documents {
             out.push_str("---\n");
-            out.push_str(&serde_saphyr::to_string(doc).map_err(|e| InjectError::Render(e.to_string()))?);
+            out.push_str(
+                &serde_saphyr::to_string(doc).map_err(|e| InjectError::Render(e.to_string()))?,
+            );
         }
         Ok(out)
     }
@@ -54,14 +58,18 @@ pub enum InjectError {
 }
 
 enum Doc {
-    Function(Function),
-    Serving(Serving),
+    Function(Box<Function>),
+    Serving(Box<Serving>),
     Workload(Kind, Value),
 }
 
 /// Run the webhook on every workload of `inputs` and compute the
 /// controller's objects for every Function of `inputs`.
-pub async fn inject(inputs: &[Input], cluster_domain: &str, proxy: &ProxySettings) -> Result<Output, InjectError> {
+pub async fn inject(
+    inputs: &[Input],
+    cluster_domain: &str,
+    proxy: &ProxySettings,
+) -> Result<Output, InjectError> {
     let mut docs = Vec::new();
     for input in inputs {
         let values = parse_documents(&input.text).map_err(|message| InjectError::Yaml {
@@ -74,21 +82,24 @@ pub async fn inject(inputs: &[Input], cluster_domain: &str, proxy: &ProxySetting
                 index: i + 1,
                 message,
             };
-            docs.push(((input.name.clone(), i + 1), classify_document(value).map_err(err)?));
+            docs.push((
+                (input.name.clone(), i + 1),
+                classify_document(value).map_err(err)?,
+            ));
         }
     }
 
     let functions: Vec<Function> = docs
         .iter()
         .filter_map(|(_, d)| match d {
-            Doc::Function(f) => Some(f.clone()),
+            Doc::Function(f) => Some(Function::clone(f)),
             _ => None,
         })
         .collect();
     let servings = docs
         .iter()
         .filter_map(|(_, d)| match d {
-            Doc::Serving(s) => Some(s.clone()),
+            Doc::Serving(s) => Some(Serving::clone(s)),
             _ => None,
         })
         .collect();
@@ -97,7 +108,9 @@ pub async fn inject(inputs: &[Input], cluster_domain: &str, proxy: &ProxySetting
     let mut out = Output::default();
     let mut warnings = BTreeSet::new();
     for ((file, index), doc) in docs {
-        let Doc::Workload(kind, object) = doc else { continue };
+        let Doc::Workload(kind, object) = doc else {
+            continue;
+        };
         let owner = match classify(&object, kind) {
             Classification::Workload(owner) => owner,
             Classification::NotFunction | Classification::Proxy => {
@@ -114,7 +127,10 @@ pub async fn inject(inputs: &[Input], cluster_domain: &str, proxy: &ProxySetting
         let function = match store.lookup(&namespace, owner).await {
             Ok(Lookup::Found { function, .. }) => function,
             Ok(Lookup::NotFound(reason)) => {
-                return Err(with_message(format!("{kind} of a Function not in the input: {reason}", kind = kind.as_str())));
+                return Err(with_message(format!(
+                    "{kind} of a Function not in the input: {reason}",
+                    kind = kind.as_str()
+                )));
             }
             // A local store never calls the API server.
             Err(e) => return Err(with_message(e.to_string())),
@@ -122,23 +138,32 @@ pub async fn inject(inputs: &[Input], cluster_domain: &str, proxy: &ProxySetting
         let m = mutate_workload(&object, kind, &namespace, &function, cluster_domain)
             .map_err(|e| with_message(e.to_string()))?;
         warnings.extend(m.warnings);
-        let patched = patch::apply(&object, &m.patch).map_err(|e| with_message(format!("applying the patch: {e}")))?;
+        let patched = patch::apply(&object, &m.patch)
+            .map_err(|e| with_message(format!("applying the patch: {e}")))?;
         out.documents.push(patched);
     }
 
     for mut f in functions {
-        let namespace = f.metadata.namespace.get_or_insert_with(|| "default".into()).clone();
+        let namespace = f
+            .metadata
+            .namespace
+            .get_or_insert_with(|| "default".into())
+            .clone();
         let name = f.metadata.name.clone().unwrap_or_default();
         let resolved = resolve(&name, &namespace, &f.spec, cluster_domain);
         warnings.extend(function_warnings(&namespace, &name, &resolved));
         if resolved.mode != Mode::Standalone {
             continue;
         }
-        let to_value = |v: Result<Value, serde_json::Error>| v.map_err(|e| InjectError::Render(e.to_string()));
+        let to_value =
+            |v: Result<Value, serde_json::Error>| v.map_err(|e| InjectError::Render(e.to_string()));
         if let (_, Some(w)) = proxy_replicas(&f.spec) {
             warnings.insert(format!("Function {namespace}/{name}: {w}"));
         }
-        out.documents.push(to_value(serde_json::to_value(desired_proxy_deployment(&f, proxy)))?);
+        out.documents
+            .push(to_value(serde_json::to_value(desired_proxy_deployment(
+                &f, proxy,
+            )))?);
         if let Some(service) = desired_function_service(&f, proxy) {
             out.documents.push(to_value(serde_json::to_value(service))?);
         }
@@ -157,8 +182,14 @@ fn namespace_of(object: &Value) -> String {
 }
 
 fn classify_document(value: Value) -> Result<Doc, String> {
-    let api_version = value.get("apiVersion").and_then(Value::as_str).unwrap_or_default();
-    let kind = value.get("kind").and_then(Value::as_str).unwrap_or_default();
+    let api_version = value
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let kind = value
+        .get("kind")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
     match (api_version, kind) {
         (v, "Function") if v.starts_with("core.openfunction.io/") => serde_json::from_value(value)
             .map(Doc::Function)

@@ -6,20 +6,20 @@
 //! [`patch`] and [`proxy`]; IO lives in [`store`], [`webhook`], [`tls`]
 //! and [`controller`].
 
+pub mod admission;
+pub mod cli;
+pub mod controller;
 pub mod func_context;
 pub mod function;
+pub mod inject;
+pub mod leader;
+pub mod metrics;
 pub mod mode;
 pub mod patch;
-pub mod workload;
-pub mod admission;
-pub mod store;
-pub mod webhook;
-pub mod tls;
-pub mod server;
 pub mod proxy;
-pub mod controller;
-pub mod leader;
-pub mod cli;
-pub mod inject;
 pub mod serve;
-pub mod metrics;
+pub mod server;
+pub mod store;
+pub mod tls;
+pub mod webhook;
+pub mod workload;

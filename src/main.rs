@@ -9,7 +9,10 @@ use openfunction_dapr::proxy::ProxySettings;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -18,7 +21,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Serve(args) => openfunction_dapr::serve::run(args).await,
+            Command::Serve(args) => openfunction_dapr::serve::run(*args).await,
             Command::Inject(args) => run_inject(args).await,
         }
     });
@@ -41,7 +44,11 @@ async fn run_inject(args: InjectArgs) -> anyhow::Result<()> {
         } else {
             std::fs::read_to_string(name).map_err(|e| anyhow::anyhow!("reading {name}: {e}"))?
         };
-        let name = if name == "-" { "<stdin>".to_owned() } else { name.clone() };
+        let name = if name == "-" {
+            "<stdin>".to_owned()
+        } else {
+            name.clone()
+        };
         inputs.push(Input { name, text });
     }
     let proxy = ProxySettings {
@@ -66,6 +73,10 @@ fn init_tracing(format: LogFormat) {
         .with_ansi(std::io::stderr().is_terminal());
     match format {
         LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .init(),
     }
 }

@@ -79,8 +79,9 @@ impl Metrics {
             admissions.clone(),
         );
         // 50 µs .. ~1.6 s
-        let admission_duration =
-            Family::<ResourceLabels, Histogram>::new_with_constructor(|| Histogram::new(exponential_buckets(0.00005, 2.0, 16)));
+        let admission_duration = Family::<ResourceLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.00005, 2.0, 16))
+        });
         registry.register(
             "admission_duration_seconds",
             "Time to answer an admission request, from body read to response encoded",
@@ -93,7 +94,11 @@ impl Metrics {
             lookups.clone(),
         );
         let reconciles = Family::<ResultLabels, Counter>::default();
-        registry.register("reconciles", "Controller reconciles by result", reconciles.clone());
+        registry.register(
+            "reconciles",
+            "Controller reconciles by result",
+            reconciles.clone(),
+        );
         let reconcile_duration = Histogram::new(exponential_buckets(0.001, 2.0, 14));
         registry.register(
             "reconcile_duration_seconds",
@@ -133,14 +138,19 @@ impl Metrics {
 
     /// Record when the serving certificate expires.
     pub fn set_certificate_expiry(&self, not_after: SystemTime) {
-        let secs = not_after.duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
+        let secs = not_after
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0);
         self.certificate_expiry.set(secs);
     }
 
     /// Record one reconcile.
     pub fn reconciled(&self, ok: bool, elapsed: Duration) {
         let result = if ok { "ok" } else { "error" };
-        self.reconciles.get_or_create(&ResultLabels { result }).inc();
+        self.reconciles
+            .get_or_create(&ResultLabels { result })
+            .inc();
         self.reconcile_duration.observe(elapsed.as_secs_f64());
     }
 
@@ -154,14 +164,19 @@ impl Metrics {
 
     /// `GET /metrics`, to merge into the admin router.
     pub fn router(self: &Arc<Self>) -> Router {
-        Router::new().route("/metrics", get(serve_metrics)).with_state(self.clone())
+        Router::new()
+            .route("/metrics", get(serve_metrics))
+            .with_state(self.clone())
     }
 }
 
 async fn serve_metrics(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
     (
         StatusCode::OK,
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         metrics.encode(),
     )
 }
@@ -178,7 +193,9 @@ impl Observer for Metrics {
             })
             .inc();
         self.admission_duration
-            .get_or_create(&ResourceLabels { resource: r.resource })
+            .get_or_create(&ResourceLabels {
+                resource: r.resource,
+            })
             .observe(elapsed.as_secs_f64());
         if let Some(source) = r.lookup {
             self.lookups.get_or_create(&SourceLabels { source }).inc();
@@ -204,10 +221,20 @@ mod tests {
             operation: "CREATE".into(),
             lookup,
         };
-        m.admission(&reviewed(Outcome::Patched, Some(Mode::Standalone), Some("cache")), Duration::from_micros(80));
-        m.admission(&reviewed(Outcome::Patched, Some(Mode::Standalone), Some("cache")), Duration::from_micros(90));
         m.admission(
-            &reviewed(Outcome::Skipped(SkipReason::FunctionNotFound), None, Some("miss")),
+            &reviewed(Outcome::Patched, Some(Mode::Standalone), Some("cache")),
+            Duration::from_micros(80),
+        );
+        m.admission(
+            &reviewed(Outcome::Patched, Some(Mode::Standalone), Some("cache")),
+            Duration::from_micros(90),
+        );
+        m.admission(
+            &reviewed(
+                Outcome::Skipped(SkipReason::FunctionNotFound),
+                None,
+                Some("miss"),
+            ),
             Duration::from_micros(10),
         );
         m.set_certificate_expiry(UNIX_EPOCH + Duration::from_secs(2_000_000_000));
@@ -219,11 +246,28 @@ mod tests {
             ),
             "{text}"
         );
-        assert!(text.contains(r#"outcome="skipped",reason="function_not_found",mode=""} 1"#), "{text}");
-        assert!(text.contains(r#"openfunction_dapr_function_lookups_total{source="cache"} 2"#), "{text}");
-        assert!(text.contains(r#"openfunction_dapr_function_lookups_total{source="miss"} 1"#), "{text}");
-        assert!(text.contains(r#"openfunction_dapr_admission_duration_seconds_count{resource="pod"} 3"#), "{text}");
-        assert!(text.contains("openfunction_dapr_certificate_expiry_timestamp_seconds 2000000000"), "{text}");
+        assert!(
+            text.contains(r#"outcome="skipped",reason="function_not_found",mode=""} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"openfunction_dapr_function_lookups_total{source="cache"} 2"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"openfunction_dapr_function_lookups_total{source="miss"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#"openfunction_dapr_admission_duration_seconds_count{resource="pod"} 3"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("openfunction_dapr_certificate_expiry_timestamp_seconds 2000000000"),
+            "{text}"
+        );
         assert!(text.contains("openfunction_dapr_leader 1"), "{text}");
         assert!(text.ends_with("# EOF\n"));
     }

@@ -86,9 +86,18 @@ struct Wanted<'a> {
     overwrite: bool,
 }
 
-fn patch_metadata(object: &Value, kind: Kind, inj: &Injection<'_>, ops: &mut Vec<Op>) -> Result<(), PatchError> {
+fn patch_metadata(
+    object: &Value,
+    kind: Kind,
+    inj: &Injection<'_>,
+    ops: &mut Vec<Op>,
+) -> Result<(), PatchError> {
     let r = inj.resolved;
-    let enabled = if r.mode == Mode::Sidecar { "true" } else { "false" };
+    let enabled = if r.mode == Mode::Sidecar {
+        "true"
+    } else {
+        "false"
+    };
     let mut annotations = vec![Wanted {
         key: DAPR_ENABLED,
         value: Cow::Borrowed(enabled),
@@ -141,7 +150,12 @@ fn new_map(wanted: &[Wanted<'_>]) -> Value {
     Value::Object(
         wanted
             .iter()
-            .map(|w| (w.key.to_owned(), Value::String(w.value.clone().into_owned())))
+            .map(|w| {
+                (
+                    w.key.to_owned(),
+                    Value::String(w.value.clone().into_owned()),
+                )
+            })
             .collect(),
     )
 }
@@ -181,7 +195,12 @@ fn patch_string_map(
     Ok(())
 }
 
-fn patch_env(object: &Value, kind: Kind, inj: &Injection<'_>, ops: &mut Vec<Op>) -> Result<(), PatchError> {
+fn patch_env(
+    object: &Value,
+    kind: Kind,
+    inj: &Injection<'_>,
+    ops: &mut Vec<Op>,
+) -> Result<(), PatchError> {
     let containers_path = format!("{}/containers", kind.spec_path());
     let containers = match object.pointer(&containers_path) {
         None | Some(Value::Null) => return Ok(()),
@@ -251,8 +270,9 @@ fn patch_env(object: &Value, kind: Kind, inj: &Injection<'_>, ops: &mut Vec<Op>)
                 continue;
             }
             seen[w] = true;
-            let plain = entry.get("valueFrom").is_none();
-            match entry.get("value") {
+            // An explicit `null` means absent, as it does to Kubernetes.
+            let plain = entry.get("valueFrom").is_none_or(Value::is_null);
+            match entry.get("value").filter(|v| !v.is_null()) {
                 Some(Value::String(v)) if plain && (v == value || !overwrite) => {}
                 None if !plain && !overwrite => {}
                 Some(Value::String(_)) if plain => ops.push(Op::Replace {
@@ -295,7 +315,8 @@ fn patch_env(object: &Value, kind: Kind, inj: &Injection<'_>, ops: &mut Vec<Op>)
 /// Convert to the `json-patch` crate's type, to apply a patch locally.
 pub fn to_json_patch(ops: &[Op]) -> json_patch::Patch {
     // Our ops serialize to valid RFC 6902 by construction.
-    serde_json::from_value(serde_json::to_value(ops).unwrap_or_default()).unwrap_or(json_patch::Patch(Vec::new()))
+    serde_json::from_value(serde_json::to_value(ops).unwrap_or_default())
+        .unwrap_or(json_patch::Patch(Vec::new()))
 }
 
 /// Apply `ops` to a copy of `object`.

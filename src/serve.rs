@@ -54,7 +54,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         });
     }
     let client_ca = match &args.client_ca {
-        Some(p) => Some(std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?),
+        Some(p) => {
+            Some(std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?)
+        }
         None => None,
     };
     let tls_config = tls::server_config(resolver, client_ca.as_deref())?;
@@ -72,7 +74,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         }
     };
 
-    let webhook = Arc::new(Webhook::new(store.clone(), args.cluster_domain.clone()).with_observer(metrics.clone()));
+    let webhook = Arc::new(
+        Webhook::new(store.clone(), args.cluster_domain.clone()).with_observer(metrics.clone()),
+    );
     let listener = TcpListener::bind(args.addr)
         .await
         .with_context(|| format!("binding webhook address {}", args.addr))?;
@@ -141,7 +145,10 @@ fn certificate(args: &ServeArgs) -> anyhow::Result<ReloadingResolver> {
         .unwrap_or_else(|| std::env::temp_dir().join("openfunction-dapr-ca.pem"));
     write_ca(&ca_out, &generated.ca_pem)?;
     info!(ca = %ca_out.display(), "generated a self-signed certificate for localhost and 127.0.0.1; trust this CA");
-    Ok(ReloadingResolver::from_pem(&generated.cert_pem, &generated.key_pem)?)
+    Ok(ReloadingResolver::from_pem(
+        &generated.cert_pem,
+        &generated.key_pem,
+    )?)
 }
 
 fn write_ca(path: &PathBuf, pem: &str) -> anyhow::Result<()> {

@@ -37,7 +37,10 @@ impl Source {
 /// The answer to a look-up that did not fail.
 #[derive(Debug, Clone)]
 pub enum Lookup {
-    Found { function: Arc<Function>, source: Source },
+    Found {
+        function: Arc<Function>,
+        source: Source,
+    },
     /// Nothing names a Function: the reason, for an admission warning.
     NotFound(String),
 }
@@ -157,7 +160,10 @@ impl FunctionStore {
                     index: index + 1,
                     message: e.to_string(),
                 };
-                match (doc.get("apiVersion").and_then(Value::as_str), doc.get("kind").and_then(Value::as_str)) {
+                match (
+                    doc.get("apiVersion").and_then(Value::as_str),
+                    doc.get("kind").and_then(Value::as_str),
+                ) {
                     (Some(v), Some("Function")) if v.starts_with("core.openfunction.io/") => {
                         functions.push(serde_json::from_value(doc).map_err(parse_err)?)
                     }
@@ -249,21 +255,28 @@ impl FunctionStore {
     /// Find the Function a workload in `namespace` belongs to. Never looks
     /// outside `namespace`.
     pub async fn lookup(&self, namespace: &str, owner: Owner<'_>) -> Result<Lookup, LookupError> {
-        let (function_name, mut source) = match owner {
+        let (function_name, source) = match owner {
             Owner::Function(name) => (name.to_owned(), Source::Cache),
             Owner::Serving(serving) => {
-                let (meta, source) = match self.servings.get(&ObjectRef::new(serving).within(namespace)) {
+                let (meta, source) = match self
+                    .servings
+                    .get(&ObjectRef::new(serving).within(namespace))
+                {
                     Some(m) => (Some(m.metadata.clone()), Source::Cache),
                     None => match &self.live {
                         Some(live) if live.servings => (
-                            live.get::<PartialObjectMeta<Serving>>(namespace, serving).await?.map(|s| s.metadata),
+                            live.get::<PartialObjectMeta<Serving>>(namespace, serving)
+                                .await?
+                                .map(|s| s.metadata),
                             Source::Api,
                         ),
                         _ => (None, Source::Cache),
                     },
                 };
                 let Some(meta) = meta else {
-                    return Ok(Lookup::NotFound(format!("Serving {namespace}/{serving} not found")));
+                    return Ok(Lookup::NotFound(format!(
+                        "Serving {namespace}/{serving} not found"
+                    )));
                 };
                 let Some(name) = serving_function_name(&meta) else {
                     return Ok(Lookup::NotFound(format!(
@@ -275,26 +288,33 @@ impl FunctionStore {
             }
         };
         if let Some(f) = self.cached(namespace, &function_name) {
-            return Ok(Lookup::Found { function: f, source });
+            return Ok(Lookup::Found {
+                function: f,
+                source,
+            });
         }
-        if let Some(live) = &self.live {
-            if let Some(mut f) = live.get::<Function>(namespace, &function_name).await? {
-                strip(&mut f);
-                source = Source::Api;
-                return Ok(Lookup::Found {
-                    function: Arc::new(f),
-                    source,
-                });
-            }
+        if let Some(live) = &self.live
+            && let Some(mut f) = live.get::<Function>(namespace, &function_name).await?
+        {
+            strip(&mut f);
+            return Ok(Lookup::Found {
+                function: Arc::new(f),
+                source: Source::Api,
+            });
         }
-        Ok(Lookup::NotFound(format!("Function {namespace}/{function_name} not found")))
+        Ok(Lookup::NotFound(format!(
+            "Function {namespace}/{function_name} not found"
+        )))
     }
 }
 
 impl Live {
     async fn get<K>(&self, namespace: &str, name: &str) -> Result<Option<K>, LookupError>
     where
-        K: Resource<Scope = kube::core::NamespaceResourceScope> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+        K: Resource<Scope = kube::core::NamespaceResourceScope>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
         K::DynamicType: Default,
     {
         let what = format!("{} {namespace}/{name}", K::kind(&K::DynamicType::default()));
@@ -414,14 +434,35 @@ mod tests {
             Lookup::NotFound(r) => r,
             Lookup::Found { .. } => panic!("found"),
         };
-        assert_eq!(found(store.lookup("a", Owner::Function("f")).await.unwrap()), "f");
-        assert_eq!(found(store.lookup("default", Owner::Function("g")).await.unwrap()), "g");
-        assert_eq!(found(store.lookup("a", Owner::Serving("s1")).await.unwrap()), "f");
-        assert!(missing(store.lookup("b", Owner::Function("f")).await.unwrap()).contains("b/f not found"));
+        assert_eq!(
+            found(store.lookup("a", Owner::Function("f")).await.unwrap()),
+            "f"
+        );
+        assert_eq!(
+            found(store.lookup("default", Owner::Function("g")).await.unwrap()),
+            "g"
+        );
+        assert_eq!(
+            found(store.lookup("a", Owner::Serving("s1")).await.unwrap()),
+            "f"
+        );
+        assert!(
+            missing(store.lookup("b", Owner::Function("f")).await.unwrap())
+                .contains("b/f not found")
+        );
         // s2 is in b and names f, but f lives in a
-        assert!(missing(store.lookup("b", Owner::Serving("s2")).await.unwrap()).contains("Function b/f"));
-        assert!(missing(store.lookup("a", Owner::Serving("s3")).await.unwrap()).contains("names no Function"));
-        assert!(missing(store.lookup("a", Owner::Serving("nope")).await.unwrap()).contains("Serving a/nope"));
+        assert!(
+            missing(store.lookup("b", Owner::Serving("s2")).await.unwrap())
+                .contains("Function b/f")
+        );
+        assert!(
+            missing(store.lookup("a", Owner::Serving("s3")).await.unwrap())
+                .contains("names no Function")
+        );
+        assert!(
+            missing(store.lookup("a", Owner::Serving("nope")).await.unwrap())
+                .contains("Serving a/nope")
+        );
     }
 
     #[test]
@@ -430,7 +471,10 @@ mod tests {
         f.metadata.managed_fields = Some(vec![Default::default()]);
         f.metadata.annotations = Some(
             [
-                ("kubectl.kubernetes.io/last-applied-configuration".to_string(), "{}".to_string()),
+                (
+                    "kubectl.kubernetes.io/last-applied-configuration".to_string(),
+                    "{}".to_string(),
+                ),
                 ("keep".to_string(), "me".to_string()),
             ]
             .into(),
@@ -453,7 +497,10 @@ mod tests {
     fn bad_yaml_names_the_file() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("bad.yaml"), "a: [unclosed").unwrap();
-        let err = FunctionStore::from_dir(dir.path()).err().unwrap().to_string();
+        let err = FunctionStore::from_dir(dir.path())
+            .err()
+            .unwrap()
+            .to_string();
         assert!(err.contains("bad.yaml"), "{err}");
     }
 }

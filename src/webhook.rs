@@ -131,7 +131,12 @@ impl Webhook {
             span.record("mode", mode.as_str());
         }
         let elapsed = start.elapsed();
-        span.in_scope(|| tracing::debug!(elapsed_us = elapsed.as_micros() as u64, "admission reviewed"));
+        span.in_scope(|| {
+            tracing::debug!(
+                elapsed_us = elapsed.as_micros() as u64,
+                "admission reviewed"
+            )
+        });
         if let Some(o) = &self.observer {
             o.admission(&reviewed, elapsed);
         }
@@ -181,7 +186,12 @@ impl Webhook {
         };
         span.record("kind", resource);
         let (answer, outcome, mode, lookup) = match target {
-            Target::Other => (Answer::allow(), Outcome::Skipped(SkipReason::Resource), None, None),
+            Target::Other => (
+                Answer::allow(),
+                Outcome::Skipped(SkipReason::Resource),
+                None,
+                None,
+            ),
             Target::Function => {
                 let a = admission::review_function(&request, &self.cluster_domain);
                 (a, Outcome::Unchanged, None, None)
@@ -216,7 +226,10 @@ impl Webhook {
             && k != kind.as_str()
         {
             return (
-                Answer::deny(400, format!("object of kind {k} sent for resource {}", kind.as_str())),
+                Answer::deny(
+                    400,
+                    format!("object of kind {k} sent for resource {}", kind.as_str()),
+                ),
                 Outcome::Error,
                 None,
                 None,
@@ -224,9 +237,21 @@ impl Webhook {
         }
         let owner = match classify(object, kind) {
             Classification::NotFunction => {
-                return (Answer::allow(), Outcome::Skipped(SkipReason::NotFunction), None, None);
+                return (
+                    Answer::allow(),
+                    Outcome::Skipped(SkipReason::NotFunction),
+                    None,
+                    None,
+                );
             }
-            Classification::Proxy => return (Answer::allow(), Outcome::Skipped(SkipReason::Proxy), None, None),
+            Classification::Proxy => {
+                return (
+                    Answer::allow(),
+                    Outcome::Skipped(SkipReason::Proxy),
+                    None,
+                    None,
+                );
+            }
             Classification::Workload(owner) => owner,
         };
         let Some(namespace) = request.namespace() else {
@@ -245,14 +270,21 @@ impl Webhook {
                     kind.as_str(),
                     request.display_name()
                 ));
-                return (answer, Outcome::Skipped(SkipReason::FunctionNotFound), None, Some("miss"));
+                return (
+                    answer,
+                    Outcome::Skipped(SkipReason::FunctionNotFound),
+                    None,
+                    Some("miss"),
+                );
             }
             Err(e) => {
                 warn!(error = %e, "function look-up failed");
                 return (
                     Answer::deny(
                         503,
-                        format!("temporary failure, retry: openfunction-dapr could not look up the Function: {e}"),
+                        format!(
+                            "temporary failure, retry: openfunction-dapr could not look up the Function: {e}"
+                        ),
                     ),
                     Outcome::Denied,
                     None,
@@ -276,7 +308,14 @@ impl Webhook {
                 (answer, outcome, Some(m.mode), Some(source.as_str()))
             }
             Err(e) => (
-                Answer::deny(400, format!("cannot patch {} {}: {e}", kind.as_str(), request.display_name())),
+                Answer::deny(
+                    400,
+                    format!(
+                        "cannot patch {} {}: {e}",
+                        kind.as_str(),
+                        request.display_name()
+                    ),
+                ),
                 Outcome::Error,
                 None,
                 Some(source.as_str()),
@@ -300,7 +339,11 @@ async fn mutate(State(webhook): State<Arc<Webhook>>, headers: HeaderMap, body: B
         .and_then(|v| v.split(';').next())
         .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
     if !json {
-        return (StatusCode::UNSUPPORTED_MEDIA_TYPE, "expected Content-Type: application/json").into_response();
+        return (
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "expected Content-Type: application/json",
+        )
+            .into_response();
     }
     let reviewed = webhook.review(&body).await;
     let content_type = if reviewed.status == StatusCode::OK {
@@ -308,5 +351,10 @@ async fn mutate(State(webhook): State<Arc<Webhook>>, headers: HeaderMap, body: B
     } else {
         "text/plain; charset=utf-8"
     };
-    (reviewed.status, [(header::CONTENT_TYPE, content_type)], reviewed.body).into_response()
+    (
+        reviewed.status,
+        [(header::CONTENT_TYPE, content_type)],
+        reviewed.body,
+    )
+        .into_response()
 }

@@ -97,15 +97,27 @@ mod tests {
     #[test]
     fn pod_labels() {
         let pod = json!({"metadata": {"labels": {"openfunction.io/function": "f"}}});
-        assert_eq!(classify(&pod, Kind::Pod), Classification::Workload(Owner::Function("f")));
+        assert_eq!(
+            classify(&pod, Kind::Pod),
+            Classification::Workload(Owner::Function("f"))
+        );
         let pod = json!({"metadata": {"labels": {"openfunction.io/serving": "s", "app": "x"}}});
-        assert_eq!(classify(&pod, Kind::Pod), Classification::Workload(Owner::Serving("s")));
+        assert_eq!(
+            classify(&pod, Kind::Pod),
+            Classification::Workload(Owner::Serving("s"))
+        );
         let pod = json!({"metadata": {"labels": {
             "openfunction.io/serving": "s", "openfunction.io/function": "f"}}});
-        assert_eq!(classify(&pod, Kind::Pod), Classification::Workload(Owner::Function("f")));
+        assert_eq!(
+            classify(&pod, Kind::Pod),
+            Classification::Workload(Owner::Function("f"))
+        );
         let pod = json!({"metadata": {"labels": {"openfunction.io/proxy": "f", "openfunction.io/function": "f"}}});
         assert_eq!(classify(&pod, Kind::Pod), Classification::Proxy);
-        assert_eq!(classify(&json!({"metadata": {}}), Kind::Pod), Classification::NotFunction);
+        assert_eq!(
+            classify(&json!({"metadata": {}}), Kind::Pod),
+            Classification::NotFunction
+        );
         assert_eq!(classify(&json!({}), Kind::Pod), Classification::NotFunction);
         // empty or non-string values are no label
         let pod = json!({"metadata": {"labels": {"openfunction.io/function": ""}}});
@@ -117,10 +129,17 @@ mod tests {
     #[test]
     fn deployment_labels_on_object_or_template() {
         let d = json!({"metadata": {"labels": {"openfunction.io/function": "f"}}, "spec": {}});
-        assert_eq!(classify(&d, Kind::Deployment), Classification::Workload(Owner::Function("f")));
+        assert_eq!(
+            classify(&d, Kind::Deployment),
+            Classification::Workload(Owner::Function("f"))
+        );
         let d = json!({"metadata": {}, "spec": {"template": {"metadata": {"labels": {"openfunction.io/serving": "s"}}}}});
-        assert_eq!(classify(&d, Kind::Deployment), Classification::Workload(Owner::Serving("s")));
-        let d = json!({"spec": {"template": {"metadata": {"labels": {"openfunction.io/proxy": "f"}}}}});
+        assert_eq!(
+            classify(&d, Kind::Deployment),
+            Classification::Workload(Owner::Serving("s"))
+        );
+        let d =
+            json!({"spec": {"template": {"metadata": {"labels": {"openfunction.io/proxy": "f"}}}}});
         assert_eq!(classify(&d, Kind::Deployment), Classification::Proxy);
         // a pod-template label is not looked at for a Pod
         let p = json!({"spec": {"template": {"metadata": {"labels": {"openfunction.io/function": "f"}}}}});

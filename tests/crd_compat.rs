@@ -18,7 +18,9 @@ fn crd_dir() -> Option<PathBuf> {
     [
         std::env::var_os("OPENFUNCTION_CRDS").map(PathBuf::from),
         Some(manifest.join("../shared/fixtures/openfunction-v0.8.0/crds")),
-        Some(PathBuf::from("/work/shared/fixtures/openfunction-v0.8.0/crds")),
+        Some(PathBuf::from(
+            "/work/shared/fixtures/openfunction-v0.8.0/crds",
+        )),
     ]
     .into_iter()
     .flatten()
@@ -36,7 +38,7 @@ impl Rng {
         self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
     }
     fn coin(&mut self) -> bool {
-        self.next() % 2 == 0
+        self.next().is_multiple_of(2)
     }
 }
 
@@ -85,8 +87,13 @@ fn instance(schema: &Value, shape: Shape, rng: &mut Option<Rng>, depth: usize) -
                     out.insert(format!("key-{i}"), instance(add, shape, rng, depth + 1));
                 }
             }
-            if out.is_empty() && schema.get("x-kubernetes-preserve-unknown-fields") == Some(&Value::Bool(true)) {
-                out.insert("unknown".into(), json!({"nested": [1, "two", {"three": true}]}));
+            if out.is_empty()
+                && schema.get("x-kubernetes-preserve-unknown-fields") == Some(&Value::Bool(true))
+            {
+                out.insert(
+                    "unknown".into(),
+                    json!({"nested": [1, "two", {"three": true}]}),
+                );
             }
             Value::Object(out)
         }
@@ -95,8 +102,15 @@ fn instance(schema: &Value, shape: Shape, rng: &mut Option<Rng>, depth: usize) -
                 Shape::Maximal => 2,
                 Shape::Minimal => 1,
             };
-            let items = schema.get("items").cloned().unwrap_or(json!({"type": "string"}));
-            Value::Array((0..n).map(|_| instance(&items, shape, rng, depth + 1)).collect())
+            let items = schema
+                .get("items")
+                .cloned()
+                .unwrap_or(json!({"type": "string"}));
+            Value::Array(
+                (0..n)
+                    .map(|_| instance(&items, shape, rng, depth + 1))
+                    .collect(),
+            )
         }
         "string" => json!("value"),
         "integer" => json!(7),
@@ -121,7 +135,8 @@ fn function_from(spec: Value, status: Option<Value>) -> Value {
 }
 
 fn round_trips(doc: &Value) {
-    let f: Function = serde_json::from_value(doc.clone()).unwrap_or_else(|e| panic!("{e}\n{doc:#}"));
+    let f: Function =
+        serde_json::from_value(doc.clone()).unwrap_or_else(|e| panic!("{e}\n{doc:#}"));
     let back = serde_json::to_value(&f).unwrap();
     assert_eq!(&back, doc, "data lost in round trip");
 }
@@ -151,7 +166,10 @@ fn every_function_valid_under_the_real_crd_round_trips() {
     assert!(maximal["spec"]["serving"]["inputs"][1]["params"]["key-1"].is_string());
     assert!(maximal["spec"]["serving"]["bindings"]["key-0"]["metadata"][0]["value"].is_object());
     round_trips(&maximal);
-    round_trips(&function_from(instance(spec, Shape::Minimal, &mut None, 0), None));
+    round_trips(&function_from(
+        instance(spec, Shape::Minimal, &mut None, 0),
+        None,
+    ));
     for seed in 1..=300u64 {
         let mut rng = Some(Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15)));
         let spec = instance(spec, Shape::Maximal, &mut rng, 0);

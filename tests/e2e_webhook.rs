@@ -25,7 +25,8 @@ impl Server {
     async fn start() -> Server {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let certs = tls::generate_ca_and_cert(&["localhost".to_string()], true).unwrap();
-        let resolver = Arc::new(ReloadingResolver::from_pem(&certs.cert_pem, &certs.key_pem).unwrap());
+        let resolver =
+            Arc::new(ReloadingResolver::from_pem(&certs.cert_pem, &certs.key_pem).unwrap());
         let config = tls::server_config(resolver, None).unwrap();
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
         let store = FunctionStore::from_dir(&dir).unwrap();
@@ -33,9 +34,15 @@ impl Server {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(server::serve_tls(listener, config, app, ServeOptions::default(), async {
-            let _ = rx.await;
-        }));
+        let task = tokio::spawn(server::serve_tls(
+            listener,
+            config,
+            app,
+            ServeOptions::default(),
+            async {
+                let _ = rx.await;
+            },
+        ));
         Server {
             url: format!("https://localhost:{port}{}", webhook::MUTATE_PATH),
             ca_pem: certs.ca_pem,
@@ -64,7 +71,9 @@ impl Server {
 }
 
 fn example(file: &str) -> Value {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/reviews").join(file);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("examples/reviews")
+        .join(file);
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
@@ -77,11 +86,16 @@ async fn post(client: &reqwest::Client, url: &str, body: Vec<u8>, http2: bool) -
         .send()
         .await
         .unwrap();
-    let expected = if http2 { reqwest::Version::HTTP_2 } else { reqwest::Version::HTTP_11 };
+    let expected = if http2 {
+        reqwest::Version::HTTP_2
+    } else {
+        reqwest::Version::HTTP_11
+    };
     assert_eq!(resp.version(), expected);
     let status = resp.status().as_u16();
     let bytes = resp.bytes().await.unwrap();
-    let value = serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
+    let value = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
     (status, value)
 }
 
@@ -114,7 +128,12 @@ fn env(container: &Value) -> Vec<(String, String)> {
         .as_array()
         .map(|e| {
             e.iter()
-                .map(|v| (v["name"].as_str().unwrap().to_owned(), v["value"].as_str().unwrap_or("").to_owned()))
+                .map(|v| {
+                    (
+                        v["name"].as_str().unwrap().to_owned(),
+                        v["value"].as_str().unwrap_or("").to_owned(),
+                    )
+                })
                 .collect()
         })
         .unwrap_or_default()
@@ -142,7 +161,10 @@ async fn scenarios(server: &Server, http2: bool) {
     assert_eq!(ann["dapr.io/app-id"], "cron-kafka-default");
     assert_eq!(ann["dapr.io/app-protocol"], "grpc");
     assert_eq!(ann["dapr.io/app-port"], "8080");
-    assert_eq!(tmpl["metadata"]["labels"]["openfunction.io/function"], "cron-kafka");
+    assert_eq!(
+        tmpl["metadata"]["labels"]["openfunction.io/function"],
+        "cron-kafka"
+    );
     assert_eq!(tmpl["metadata"]["labels"]["app"], "cron-kafka");
     let e = env(&tmpl["spec"]["containers"][0]);
     let host = "cron-kafka-default-dapr.default.svc.cluster.local";
@@ -156,7 +178,10 @@ async fn scenarios(server: &Server, http2: bool) {
     // everything else is as it was
     assert_eq!(d["spec"]["replicas"], 2);
     assert_eq!(d["metadata"], review["request"]["object"]["metadata"]);
-    assert_eq!(tmpl["spec"]["containers"][0]["ports"], json!([{"containerPort": 8080}]));
+    assert_eq!(
+        tmpl["spec"]["containers"][0]["ports"],
+        json!([{"containerPort": 8080}])
+    );
 
     // sidecar Pod: dapr.io/enabled true, no proxy address
     let review = example("pod-front-sidecar-pod.json");
@@ -177,7 +202,10 @@ async fn scenarios(server: &Server, http2: bool) {
     let review = example("pod-hello-plain-pod.json");
     let (_, answer) = post(&client, url, serde_json::to_vec(&review).unwrap(), http2).await;
     let (p, _) = admitted(&review, &answer);
-    assert_eq!(p["metadata"]["annotations"], json!({"dapr.io/enabled": "false"}));
+    assert_eq!(
+        p["metadata"]["annotations"],
+        json!({"dapr.io/enabled": "false"})
+    );
     let e = env(&p["spec"]["containers"][0]);
     assert_eq!(env_get(&e, "DAPR_HOST"), None);
     assert_eq!(env_get(&e, "APP_PROTOCOL"), Some("grpc"));
@@ -194,12 +222,16 @@ async fn scenarios(server: &Server, http2: bool) {
 
     // a workload of a Function that does not exist: allowed with a warning
     let mut review = example("pod-hello-plain-pod.json");
-    review["request"]["object"]["metadata"]["labels"] = json!({"openfunction.io/function": "ghost"});
+    review["request"]["object"]["metadata"]["labels"] =
+        json!({"openfunction.io/function": "ghost"});
     let (_, answer) = post(&client, url, serde_json::to_vec(&review).unwrap(), http2).await;
     let (p, warnings) = admitted(&review, &answer);
     assert_eq!(p, review["request"]["object"]);
     assert_eq!(warnings.len(), 1);
-    assert!(warnings[0].contains("Function default/ghost not found"), "{warnings:?}");
+    assert!(
+        warnings[0].contains("Function default/ghost not found"),
+        "{warnings:?}"
+    );
 
     // a Function with invalid annotations: allowed, one warning each
     let review = json!({
@@ -260,7 +292,11 @@ async fn untrusted_clients_and_wrong_requests_are_refused() {
     // wrong method, path, content type
     let r = client.get(&server.url).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 405);
-    let r = client.post(server.url.replace("/mutate", "/validate")).send().await.unwrap();
+    let r = client
+        .post(server.url.replace("/mutate", "/validate"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status().as_u16(), 404);
     let r = client
         .post(&server.url)
@@ -282,7 +318,13 @@ async fn untrusted_clients_and_wrong_requests_are_refused() {
     assert_eq!(r.status().as_u16(), 413);
     // and the server still serves
     let review = example("pod-front-sidecar-pod.json");
-    let (status, _) = post(&client, &server.url, serde_json::to_vec(&review).unwrap(), false).await;
+    let (status, _) = post(
+        &client,
+        &server.url,
+        serde_json::to_vec(&review).unwrap(),
+        false,
+    )
+    .await;
     assert_eq!(status, 200);
     server.stop().await;
 }

@@ -23,7 +23,12 @@ fn run(args: &[&str], stdin: Option<&str>) -> Output {
         .spawn()
         .unwrap();
     if let Some(input) = stdin {
-        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
     }
     drop(child.stdin.take());
     child.wait_with_output().unwrap()
@@ -39,8 +44,12 @@ fn golden(name: &str, actual: &str) {
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(&path, actual).unwrap();
     }
-    let expected = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("{}: {e} (run with UPDATE_GOLDEN=1 to create)", path.display()));
+    let expected = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e} (run with UPDATE_GOLDEN=1 to create)",
+            path.display()
+        )
+    });
     assert_eq!(docs(actual), docs(&expected), "{} differs", path.display());
 }
 
@@ -57,7 +66,11 @@ fn fixture_functions() {
         args.extend(["-f", f]);
     }
     let out = run(&args, None);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stdout = String::from_utf8(out.stdout).unwrap();
     golden("fixtures.yaml", &stdout);
 
@@ -67,7 +80,12 @@ fn fixture_functions() {
     let d = docs(&stdout);
     let names: Vec<(&str, &str)> = d
         .iter()
-        .map(|o| (o["kind"].as_str().unwrap(), o["metadata"]["name"].as_str().unwrap()))
+        .map(|o| {
+            (
+                o["kind"].as_str().unwrap(),
+                o["metadata"]["name"].as_str().unwrap(),
+            )
+        })
         .collect();
     assert_eq!(
         names,
@@ -79,20 +97,42 @@ fn fixture_functions() {
             ("Deployment", "sink-dapr-proxy"),
         ]
     );
-    assert!(out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
 fn examples_with_workloads() {
-    let out = run(&["-f", "examples/functions.yaml", "-f", "examples/workloads.yaml"], None);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = run(
+        &[
+            "-f",
+            "examples/functions.yaml",
+            "-f",
+            "examples/workloads.yaml",
+        ],
+        None,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stdout = String::from_utf8(out.stdout).unwrap();
     golden("examples.yaml", &stdout);
     let d = docs(&stdout);
     // six workloads, then the standalone function's proxy and Service
     assert_eq!(d.len(), 8);
-    assert_eq!(d[0]["spec"]["template"]["metadata"]["annotations"]["dapr.io/enabled"], "false");
-    assert_eq!(d[2]["spec"]["template"]["metadata"]["annotations"]["dapr.io/enabled"], "true");
+    assert_eq!(
+        d[0]["spec"]["template"]["metadata"]["annotations"]["dapr.io/enabled"],
+        "false"
+    );
+    assert_eq!(
+        d[2]["spec"]["template"]["metadata"]["annotations"]["dapr.io/enabled"],
+        "true"
+    );
     assert_eq!(d[6]["metadata"]["name"], "cron-kafka-dapr-proxy");
     assert_eq!(d[7]["kind"], "Service");
 }
@@ -120,24 +160,38 @@ metadata: {name: other, namespace: ns}
 spec: {containers: [{name: c, image: x}]}
 "#;
     let out = run(&["-f", "-", "--cluster-domain", "example.org"], Some(input));
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let d = docs(&String::from_utf8(out.stdout).unwrap());
     let env = &d[0]["spec"]["containers"][0]["env"];
-    assert!(env.as_array().unwrap().iter().any(|e| e["value"] == "f-ns-dapr.ns.svc.example.org"));
+    assert!(
+        env.as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["value"] == "f-ns-dapr.ns.svc.example.org")
+    );
     // the unlabelled pod is printed untouched
     assert_eq!(d[1]["metadata"]["name"], "other");
     assert!(d[1]["metadata"].get("annotations").is_none());
     assert_eq!(d[2]["metadata"]["name"], "f-dapr-proxy");
     let stderr = String::from_utf8(out.stderr).unwrap();
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    assert!(stderr.starts_with("warning: Function ns/f: annotation openfunction.io/dapr-service-mode"));
+    assert!(
+        stderr.starts_with("warning: Function ns/f: annotation openfunction.io/dapr-service-mode")
+    );
 }
 
 #[test]
 fn bad_input_names_the_document() {
     let cases = [
         ("a: [unclosed", "<stdin>"),
-        ("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n", "document 1: unsupported kind v1/ConfigMap"),
+        (
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n",
+            "document 1: unsupported kind v1/ConfigMap",
+        ),
         (
             "apiVersion: v1\nkind: Pod\nmetadata: {name: x}\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: y, labels: {openfunction.io/function: ghost}}\nspec: {containers: []}\n",
             "document 2: Pod of a Function not in the input: Function default/ghost not found",

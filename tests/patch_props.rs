@@ -217,7 +217,7 @@ fn env_entry(ns: String, dapr_host: String) -> impl Strategy<Value = Value> {
         1 => "[A-Z_]{1,8}",
     ];
     let value = prop_oneof![
-        select(vec![
+        3 => select(vec![
             "".to_owned(),
             "localhost".to_owned(),
             "grpc".to_owned(),
@@ -231,7 +231,7 @@ fn env_entry(ns: String, dapr_host: String) -> impl Strategy<Value = Value> {
             "f-dapr.elsewhere.svc.cluster.local".to_owned(),
             format!("f-dapr.{ns}x.svc"),
         ]),
-        "\\PC{0,10}",
+        1 => "\\PC{0,10}",
     ];
     let kind = prop_oneof![
         6 => value.prop_map(|v| json!({"value": v})),
@@ -820,6 +820,20 @@ fn value_from_entries() {
     );
     assert_eq!(env[0], json!({"name": "FUNC_CONTEXT", "valueFrom": from}));
     assert_eq!(env.len(), 2);
+    // An explicit null is no value / no reference, as in Kubernetes: the
+    // user's FUNC_CONTEXT stays in both shapes.
+    for user in [
+        json!({"name": "FUNC_CONTEXT", "value": "{\"name\":\"mine\"}", "valueFrom": null}),
+        json!({"name": "FUNC_CONTEXT", "value": null, "valueFrom": from}),
+    ] {
+        let env = env_after("standalone", json!([user]));
+        assert_eq!(env[0], user);
+    }
+    let env = env_after(
+        "sidecar",
+        json!([{"name": "APP_PROTOCOL", "value": "http", "valueFrom": null}]),
+    );
+    assert_eq!(env[0]["value"], "grpc");
     // Outside standalone a DAPR_HOST from a reference is not a known proxy
     // address: kept.
     for mode in ["sidecar", "disabled"] {
