@@ -76,7 +76,7 @@ pub struct ControllerSettings {
     /// Run the companion controller; `--controller=false` serves the webhook alone.
     #[arg(
         long = "controller",
-        env = "OPENFUNCTION_DAPR_CONTROLLER",
+        env = "ENABLE_CONTROLLER",
         default_value_t = true,
         action = clap::ArgAction::Set,
         num_args = 0..=1,
@@ -86,11 +86,13 @@ pub struct ControllerSettings {
     pub enabled: bool,
 
     /// Image of the Dapr proxy container.
-    #[arg(long, env = "OPENFUNCTION_DAPR_PROXY_IMAGE", default_value = proxy::DEFAULT_PROXY_IMAGE)]
+    #[arg(long, env = "PROXY_IMAGE", default_value = proxy::DEFAULT_PROXY_IMAGE)]
     pub proxy_image: String,
 
-    /// Cluster DNS domain.
-    #[arg(long, env = "OPENFUNCTION_DAPR_CLUSTER_DOMAIN", default_value = crate::mode::DEFAULT_CLUSTER_DOMAIN)]
+    /// Cluster DNS domain. Not a flag of its own: `serve` shares its
+    /// `--cluster-domain` with the webhook and copies it here
+    /// ([`ControllerSettings::with_shared`]).
+    #[arg(skip = crate::mode::DEFAULT_CLUSTER_DOMAIN.to_owned())]
     pub cluster_domain: String,
 
     /// CPU request of the proxy container (empty: none).
@@ -109,8 +111,10 @@ pub struct ControllerSettings {
     #[arg(long)]
     pub proxy_memory_limit: Option<String>,
 
-    /// Watch Functions (and manage proxies) in this namespace only (default: all namespaces).
-    #[arg(long, env = "OPENFUNCTION_DAPR_NAMESPACE")]
+    /// Watch Functions (and manage proxies) in this namespace only; `None`:
+    /// all namespaces. Not a flag of its own: `serve` shares its
+    /// `--namespace` with the webhook ([`ControllerSettings::with_shared`]).
+    #[arg(skip)]
     pub namespace: Option<String>,
 
     /// Seconds between two resyncs of every Function.
@@ -177,11 +181,20 @@ fn non_empty(s: &str) -> Option<String> {
 }
 
 impl ControllerSettings {
+    /// Take the settings `serve` shares with the webhook: the cluster domain
+    /// and the namespace to watch (`None`: all).
+    pub fn with_shared(mut self, cluster_domain: &str, namespace: Option<String>) -> Self {
+        self.cluster_domain = cluster_domain.to_owned();
+        self.namespace = namespace.filter(|n| !n.trim().is_empty());
+        self
+    }
+
     /// The builders' settings.
     pub fn proxy_settings(&self) -> ProxySettings {
         ProxySettings {
             image: self.proxy_image.clone(),
-            cluster_domain: self.cluster_domain.clone(),
+            cluster_domain: non_empty(&self.cluster_domain)
+                .unwrap_or_else(|| crate::mode::DEFAULT_CLUSTER_DOMAIN.to_owned()),
             resources: ProxyResources {
                 cpu_request: non_empty(&self.proxy_cpu_request),
                 memory_request: non_empty(&self.proxy_memory_request),
@@ -432,10 +445,16 @@ impl Context {
         }
     }
 
-    fn forget_reported(&self, func: &Function, reason: &str) {
+    /// Forget the warnings of `reason` published for `func` (for the object
+    /// `key`, or all when `None`), so they are published again if they recur.
+    fn forget_reported(&self, func: &Function, reason: &str, key: Option<&str>) {
         let prefix = format!("{}/{reason}/", func.uid().unwrap_or_default());
         if let Ok(mut m) = self.reported.lock() {
-            m.retain(|k, _| !k.starts_with(&prefix));
+            m.retain(|k, _| match (k.strip_prefix(&prefix), key) {
+                (None, _) => true,
+                (Some(_), None) => false,
+                (Some(rest), Some(key)) => rest != key,
+            });
         }
     }
 }
@@ -491,7 +510,7 @@ async fn reconcile_inner(func: &Function, ctx: &Context, namespace: &str) -> Res
     debug!(mode = %plan.mode, steps = plan.steps.len(), "planned");
 
     if plan.warnings.is_empty() {
-        ctx.forget_reported(func, reasons::INVALID_ANNOTATION);
+        ctx.forget_reported(func, reasons::INVALID_ANNOTATION, None);
     } else {
         ctx.publish_once(
             func,
@@ -726,6 +745,8 @@ where
     api.patch(&name, &pp, &Patch::Apply(desired))
         .await
         .map_err(|e| api_err("apply", e))?;
+    // the name is ours now: a later conflict on it is news again
+    ctx.forget_reported(func, reasons::PROXY_CONFLICT, Some(&name));
     let what = if kind == "Service" {
         "function Service"
     } else {
@@ -995,17 +1016,14 @@ mod tests {
             "--controller=false",
             "--proxy-image",
             "reg/proxy:v2",
-            "--cluster-domain",
-            "example.org",
             "--proxy-cpu-request",
             "",
             "--proxy-memory-limit",
             "128Mi",
-            "--namespace",
-            "fns",
             "--leader-elect=false",
         ])
-        .settings;
+        .settings
+        .with_shared("example.org", Some("fns".into()));
         assert!(!s.enabled);
         assert!(!s.leader_elect);
         assert_eq!(s.namespace.as_deref(), Some("fns"));
@@ -1024,6 +1042,27 @@ mod tests {
         assert_eq!(l.lease_name, "openfunction-dapr-controller");
         assert_eq!(l.lease_duration, Duration::from_secs(15));
         assert!(l.request_timeout < l.renew_grace);
+    }
+
+    /// `serve` flattens these settings next to the webhook's: no flag may
+    /// clash.
+    #[test]
+    fn flattens_into_serve() {
+        use clap::CommandFactory;
+        #[derive(Parser)]
+        struct Serve {
+            #[command(flatten)]
+            serve: crate::cli::ServeArgs,
+            #[command(flatten)]
+            controller: ControllerSettings,
+        }
+        Serve::command().debug_assert();
+        let s = Serve::parse_from(["x", "--cluster-domain", "corp", "--controller=false"]);
+        let c = s
+            .controller
+            .with_shared(&s.serve.cluster_domain, s.serve.namespace.clone());
+        assert!(!c.enabled);
+        assert_eq!(c.proxy_settings().cluster_domain, "corp");
     }
 
     #[test]

@@ -7,8 +7,10 @@
 //! and [`controller`].
 
 pub mod admission;
+pub mod certs;
 pub mod cli;
 pub mod controller;
+pub mod crd;
 pub mod func_context;
 pub mod function;
 pub mod inject;

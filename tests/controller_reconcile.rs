@@ -59,6 +59,8 @@ struct State {
     next_rv: u64,
     /// (method, path) -> status code to fail with, once
     fail: Vec<(String, String, u16)>,
+    /// Watch events: (resourceVersion, object path, type, object).
+    log: Vec<(u64, String, &'static str, Value)>,
 }
 
 #[derive(Clone, Default)]
@@ -94,14 +96,19 @@ impl FakeApi {
         let f = fake.clone();
         tokio::spawn(async move {
             while let Some((req, send)) = handle.next_request().await {
-                let (code, body) = f.handle(req).await;
-                send.send_response(
-                    Response::builder()
-                        .status(StatusCode::from_u16(code).unwrap())
-                        .header("content-type", "application/json")
-                        .body(Body::from(serde_json::to_vec(&body).unwrap()))
-                        .unwrap(),
-                );
+                let f = f.clone();
+                // one task per request, so that a (long-polled) watch does
+                // not hold up the others
+                tokio::spawn(async move {
+                    let (code, body) = f.handle(req).await;
+                    send.send_response(
+                        Response::builder()
+                            .status(StatusCode::from_u16(code).unwrap())
+                            .header("content-type", "application/json")
+                            .body(Body::from(body))
+                            .unwrap(),
+                    );
+                });
             }
         });
         (fake, Client::new(service, "default"))
@@ -118,17 +125,23 @@ impl FakeApi {
     fn put(&self, path: &str, obj: Value) {
         let mut s = self.0.lock().unwrap();
         let obj = s.server_fields(obj, true);
-        s.objects.insert(path.to_owned(), obj);
+        s.store(path, obj, "ADDED");
     }
 
     fn remove(&self, path: &str) {
-        self.0.lock().unwrap().objects.remove(path);
+        self.0.lock().unwrap().delete(path);
     }
 
     fn edit(&self, path: &str, f: impl FnOnce(&mut Value)) {
         let mut s = self.0.lock().unwrap();
-        let obj = s.objects.get_mut(path).unwrap();
-        f(obj);
+        let mut obj = s.objects.get(path).cloned().unwrap();
+        f(&mut obj);
+        let obj = s.server_fields(obj, false);
+        s.store(path, obj, "MODIFIED");
+    }
+
+    fn calls(&self) -> Vec<Call> {
+        self.0.lock().unwrap().calls.clone()
     }
 
     fn fail_once(&self, method: &str, path: &str, code: u16) {
@@ -150,7 +163,7 @@ impl FakeApi {
             .collect()
     }
 
-    async fn handle(&self, req: Request<Body>) -> (u16, Value) {
+    async fn handle(&self, req: Request<Body>) -> (u16, Vec<u8>) {
         let method = req.method().to_string();
         let path = req.uri().path().to_owned();
         let query: BTreeMap<String, String> = req
@@ -161,7 +174,7 @@ impl FakeApi {
             .filter(|kv| !kv.is_empty())
             .filter_map(|kv| {
                 let (k, v) = kv.split_once('=')?;
-                Some((k.to_owned(), v.to_owned()))
+                Some((k.to_owned(), percent_decode(v)))
             })
             .collect();
         let content_type = req
@@ -182,21 +195,204 @@ impl FakeApi {
             content_type,
             body,
         };
+        let route = Route::parse(&path);
+        if method == "GET" && route.as_ref().is_some_and(|r| r.name.is_none()) {
+            let route = route.unwrap();
+            let selector = call.query.get("labelSelector").cloned().unwrap_or_default();
+            self.0.lock().unwrap().calls.push(call.clone());
+            if call.query.get("watch").map(String::as_str) == Some("true") {
+                return (200, self.watch(&route, &selector, &call).await);
+            }
+            let s = self.0.lock().unwrap();
+            return (200, serde_json::to_vec(&s.list(&route, &selector)).unwrap());
+        }
         let mut s = self.0.lock().unwrap();
         s.calls.push(call.clone());
-        if let Some(i) = s
+        let (code, value) = if let Some(i) = s
             .fail
             .iter()
             .position(|(m, p, _)| *m == method && *p == path)
         {
             let (_, _, code) = s.fail.remove(i);
-            return status(code, "InternalError", "injected failure".into());
+            status(code, "InternalError", "injected failure".into())
+        } else {
+            s.serve(&call)
+        };
+        (code, serde_json::to_vec(&value).unwrap())
+    }
+
+    /// A watch, long-polled: the events after the requested resourceVersion
+    /// (waiting up to a second for some), then the end of the stream; the
+    /// client watches again from where it got.
+    async fn watch(&self, route: &Route, selector: &str, call: &Call) -> Vec<u8> {
+        let from: u64 = call
+            .query
+            .get("resourceVersion")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+        loop {
+            let lines: Vec<String> = {
+                let s = self.0.lock().unwrap();
+                s.log
+                    .iter()
+                    .filter(|(rv, path, _, obj)| {
+                        *rv > from && route.contains(path) && selects(selector, obj)
+                    })
+                    .map(|(_, _, ty, obj)| json!({"type": ty, "object": obj}).to_string())
+                    .collect()
+            };
+            if !lines.is_empty() || tokio::time::Instant::now() >= deadline {
+                let mut out = lines.join("\n").into_bytes();
+                if !out.is_empty() {
+                    out.push(b'\n');
+                }
+                return out;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        s.serve(&call)
     }
 }
 
+fn percent_decode(v: &str) -> String {
+    let b = v.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' if i + 2 < b.len() => {
+                out.push(u8::from_str_radix(&v[i + 1..i + 3], 16).unwrap());
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            c => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).unwrap()
+}
+
+/// An API path: `<prefix>/namespaces/<ns>/<plural>[/<name>]` or
+/// `<prefix>/<plural>` (all namespaces).
+struct Route {
+    prefix: String,
+    namespace: Option<String>,
+    plural: String,
+    name: Option<String>,
+}
+
+impl Route {
+    fn parse(path: &str) -> Option<Route> {
+        let seg: Vec<&str> = path.trim_matches('/').split('/').collect();
+        let plen = match *seg.first()? {
+            "api" => 2,
+            "apis" => 3,
+            _ => return None,
+        };
+        let prefix = format!("/{}", seg.get(..plen)?.join("/"));
+        match seg.get(plen..)? {
+            ["namespaces", ns, plural] => Some(Route {
+                prefix,
+                namespace: Some((*ns).to_owned()),
+                plural: (*plural).to_owned(),
+                name: None,
+            }),
+            ["namespaces", ns, plural, name] => Some(Route {
+                prefix,
+                namespace: Some((*ns).to_owned()),
+                plural: (*plural).to_owned(),
+                name: Some((*name).to_owned()),
+            }),
+            [plural] => Some(Route {
+                prefix,
+                namespace: None,
+                plural: (*plural).to_owned(),
+                name: None,
+            }),
+            _ => None,
+        }
+    }
+
+    /// Whether the object at `path` is in this collection.
+    fn contains(&self, path: &str) -> bool {
+        Route::parse(path).is_some_and(|r| {
+            r.name.is_some()
+                && r.prefix == self.prefix
+                && r.plural == self.plural
+                && (self.namespace.is_none() || r.namespace == self.namespace)
+        })
+    }
+}
+
+/// Label selectors as kube-apiserver reads them (`k=v`, `k==v`, `k!=v`,
+/// `k`, `!k`, comma-separated).
+fn selects(selector: &str, obj: &Value) -> bool {
+    let labels = &obj["metadata"]["labels"];
+    selector
+        .split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .all(|term| {
+            if let Some((k, v)) = term.split_once("!=") {
+                labels[k.trim()] != json!(v.trim())
+            } else if let Some((k, v)) = term.split_once("==").or_else(|| term.split_once('=')) {
+                labels[k.trim()] == json!(v.trim())
+            } else if let Some(k) = term.strip_prefix('!') {
+                labels.get(k.trim()).is_none()
+            } else {
+                labels.get(term).is_some()
+            }
+        })
+}
+
 impl State {
+    fn store(&mut self, path: &str, obj: Value, ty: &'static str) {
+        let rv = obj["metadata"]["resourceVersion"]
+            .as_str()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(self.next_rv);
+        self.log.push((rv, path.to_owned(), ty, obj.clone()));
+        self.objects.insert(path.to_owned(), obj);
+    }
+
+    fn delete(&mut self, path: &str) -> Option<Value> {
+        let obj = self.objects.remove(path)?;
+        self.next_rv += 1;
+        let mut gone = obj.clone();
+        gone["metadata"]["resourceVersion"] = json!(self.next_rv.to_string());
+        self.log
+            .push((self.next_rv, path.to_owned(), "DELETED", gone));
+        Some(obj)
+    }
+
+    fn list(&self, route: &Route, selector: &str) -> Value {
+        let items: Vec<Value> = self
+            .objects
+            .iter()
+            .filter(|(path, obj)| route.contains(path) && selects(selector, obj))
+            .map(|(_, obj)| obj.clone())
+            .collect();
+        let kind = match route.plural.as_str() {
+            "deployments" => "DeploymentList",
+            "services" => "ServiceList",
+            "functions" => "FunctionList",
+            "leases" => "LeaseList",
+            "events" => "EventList",
+            _ => "List",
+        };
+        json!({
+            "apiVersion": route.prefix.trim_start_matches("/api/").trim_start_matches("/apis/"),
+            "kind": kind,
+            "metadata": {"resourceVersion": self.next_rv.to_string()},
+            "items": items,
+        })
+    }
+
     fn server_fields(&mut self, mut obj: Value, create: bool) -> Value {
         self.next_rv += 1;
         let rv = self.next_rv.to_string();
@@ -284,13 +480,20 @@ impl State {
                 Some(o) => (200, o.clone()),
                 None => not_found(),
             },
-            "POST" if resource == "events" || segments.last() == Some(&"events") => {
-                let mut ev = call.body.clone().unwrap();
-                let name = ev["metadata"]["name"].as_str().unwrap().to_owned();
-                ev = self.server_fields(ev, true);
-                self.objects
-                    .insert(format!("{}/{name}", call.path), ev.clone());
-                (201, ev)
+            "POST" => {
+                // create in a collection
+                let mut obj = call.body.clone().unwrap();
+                let Some(name) = obj["metadata"]["name"].as_str().map(str::to_owned) else {
+                    return status(422, "Invalid", "metadata.name: Required value".into());
+                };
+                let path = format!("{}/{name}", call.path);
+                if self.objects.contains_key(&path) {
+                    return status(409, "AlreadyExists", format!("\"{name}\" already exists"));
+                }
+                obj["metadata"]["namespace"] = json!(Route::parse(&path).and_then(|r| r.namespace));
+                obj = self.server_fields(obj, true);
+                self.store(&path, obj.clone(), "ADDED");
+                (201, obj)
             }
             "PATCH" => {
                 let ct = call.content_type.as_deref().unwrap_or_default();
@@ -303,7 +506,8 @@ impl State {
                             "fieldManager: Required value: is required for apply patch".into(),
                         );
                     }
-                    if body["metadata"]["name"] != json!(name)
+                    let body_name = &body["metadata"]["name"];
+                    if (!body_name.is_null() && *body_name != json!(name))
                         || body.get("apiVersion").is_none()
                         || body.get("kind").is_none()
                     {
@@ -312,11 +516,12 @@ impl State {
                     match self.objects.get(&call.path).cloned() {
                         None => {
                             let mut obj = body;
+                            obj["metadata"]["name"] = json!(name);
                             self.next_uid += 1;
                             let n = self.next_uid;
                             Self::defaults(&mut obj, n);
                             let obj = self.server_fields(obj, true);
-                            self.objects.insert(call.path.clone(), obj.clone());
+                            self.store(&call.path, obj.clone(), "ADDED");
                             (201, obj)
                         }
                         Some(mut obj) => {
@@ -341,17 +546,19 @@ impl State {
                             }
                             merge(&mut obj, &body);
                             let obj = self.server_fields(obj, false);
-                            self.objects.insert(call.path.clone(), obj.clone());
+                            self.store(&call.path, obj.clone(), "MODIFIED");
                             (200, obj)
                         }
                     }
-                } else if ct == "application/merge-patch+json" {
+                } else if ct == "application/merge-patch+json"
+                    || ct == "application/strategic-merge-patch+json"
+                {
                     match self.objects.get(&call.path).cloned() {
                         None => not_found(),
                         Some(mut obj) => {
                             merge(&mut obj, &body);
                             let obj = self.server_fields(obj, false);
-                            self.objects.insert(call.path.clone(), obj.clone());
+                            self.store(&call.path, obj.clone(), "MODIFIED");
                             (200, obj)
                         }
                     }
@@ -375,7 +582,7 @@ impl State {
                             "Precondition failed: UID in precondition does not match".into(),
                         );
                     }
-                    self.objects.remove(&call.path);
+                    self.delete(&call.path);
                     (200, obj)
                 }
             },
@@ -1224,4 +1431,194 @@ async fn errors_requeue_with_exponential_backoff() {
         ),
         Action::requeue(Duration::from_secs(2))
     );
+}
+
+// ------------------------------------------- the whole controller, run()
+
+fn function_path(name: &str) -> String {
+    format!("/apis/core.openfunction.io/v1beta1/namespaces/{NS}/functions/{name}")
+}
+
+async fn eventually(what: &str, limit: Duration, cond: impl Fn() -> bool) {
+    let start = std::time::Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn is_write(c: &Call) -> bool {
+    c.method != "GET"
+}
+
+#[tokio::test]
+async fn run_keeps_the_proxy_in_place_and_is_quiet_when_nothing_changes() {
+    let (fake, client) = FakeApi::start();
+    fake.put(&function_path(CRON), serde_json::to_value(cron()).unwrap());
+    fake.put(
+        &deploy_path("cron-v1"),
+        workload(
+            "cron-v1",
+            CRON,
+            json!({"dapr.io/enabled": "false"}),
+            standalone_env(),
+        ),
+    );
+    let settings = ControllerSettings {
+        identity: Some("controller-0".into()),
+        lease_namespace: "ofd-system".into(),
+        resync_seconds: 1,
+        ..Default::default()
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(controller::run(client, settings, async move {
+        let _ = stopped.await;
+    }));
+    let lease =
+        "/apis/coordination.k8s.io/v1/namespaces/ofd-system/leases/openfunction-dapr-controller";
+    let limit = Duration::from_secs(20);
+
+    // leader election, then the proxy and the Service
+    eventually("the proxy and the Service", limit, || {
+        fake.get(&deploy_path(&proxy_name())).is_some() && fake.get(&service_path(CRON)).is_some()
+    })
+    .await;
+    assert_eq!(
+        fake.get(lease).unwrap()["spec"]["holderIdentity"],
+        "controller-0"
+    );
+    assert!(openfunction_dapr::controller::plan::is_subset(
+        &desired_deployment(&cron()),
+        &fake.get(&deploy_path(&proxy_name())).unwrap()
+    ));
+
+    // resyncs every second of an unchanged Function write nothing
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    fake.take_calls();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let writes: Vec<String> = fake
+        .take_calls()
+        .iter()
+        .filter(|c| is_write(c) && !c.path.starts_with(lease))
+        .map(|c| format!("{} {}", c.method, c.path))
+        .collect();
+    assert!(writes.is_empty(), "writes on resync: {writes:?}");
+
+    // a deleted proxy is put back
+    let old = uid_of(&fake, &deploy_path(&proxy_name()));
+    fake.remove(&deploy_path(&proxy_name()));
+    eventually("the proxy recreated", limit, || {
+        fake.get(&deploy_path(&proxy_name()))
+            .is_some_and(|d| d["metadata"]["uid"] != json!(old))
+    })
+    .await;
+    // a changed Service is put back
+    fake.edit(&service_path(CRON), |s| {
+        s["spec"]["ports"][0]["port"] = json!(9999);
+    });
+    eventually("the Service repaired", limit, || {
+        fake.get(&service_path(CRON))
+            .is_some_and(|s| s["spec"]["ports"][0]["port"] == 8080)
+    })
+    .await;
+
+    // to sidecar: the proxy goes, the function Deployment is rolled
+    fake.edit(&function_path(CRON), |f| {
+        f["spec"]["serving"]["annotations"]["openfunction.io/dapr-service-mode"] = json!("sidecar");
+        f["metadata"]["generation"] = json!(2);
+    });
+    eventually("the proxy removed and the workload rolled", limit, || {
+        fake.get(&deploy_path(&proxy_name())).is_none()
+            && fake.get(&service_path(CRON)).is_none()
+            && fake.get(&deploy_path("cron-v1")).is_some_and(|d| {
+                d["spec"]["template"]["metadata"]["annotations"]["openfunction.io/dapr-mode"]
+                    == "sidecar"
+            })
+    })
+    .await;
+
+    // every watch and list of Deployments and Services is label-selected
+    let calls = fake.calls();
+    for c in calls.iter().filter(|c| {
+        c.method == "GET" && (c.path.ends_with("/deployments") || c.path.ends_with("/services"))
+    }) {
+        let selector = c.query.get("labelSelector").map(String::as_str);
+        assert!(
+            matches!(
+                selector,
+                Some("app.kubernetes.io/managed-by=openfunction-dapr")
+                    | Some("openfunction.io/function")
+            ),
+            "{} {} {selector:?}",
+            c.method,
+            c.path
+        );
+        assert!(
+            !c.path.contains("/namespaces/"),
+            "all namespaces by default"
+        );
+    }
+
+    // shutdown: the controller stops and the lease is released
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(15), task)
+        .await
+        .expect("run returns after shutdown")
+        .unwrap()
+        .unwrap();
+    assert!(
+        fake.get(lease).unwrap()["spec"]
+            .get("holderIdentity")
+            .is_none_or(Value::is_null),
+        "lease released"
+    );
+}
+
+#[tokio::test]
+async fn run_restricted_to_a_namespace_without_leader_election() {
+    let (fake, client) = FakeApi::start();
+    fake.put(&function_path(CRON), serde_json::to_value(cron()).unwrap());
+    let settings = ControllerSettings {
+        identity: Some("controller-0".into()),
+        namespace: Some(NS.into()),
+        leader_elect: false,
+        ..Default::default()
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(controller::run(client, settings, async move {
+        let _ = stopped.await;
+    }));
+    eventually("the proxy and the Service", Duration::from_secs(20), || {
+        fake.get(&deploy_path(&proxy_name())).is_some() && fake.get(&service_path(CRON)).is_some()
+    })
+    .await;
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(15), task)
+        .await
+        .expect("run returns after shutdown")
+        .unwrap()
+        .unwrap();
+    let calls = fake.calls();
+    assert!(calls.iter().all(|c| !c.path.contains("/leases")));
+    for c in calls.iter().filter(|c| c.query.contains_key("watch")) {
+        assert!(c.path.contains("/namespaces/ns/"), "{}", c.path);
+    }
+}
+
+#[tokio::test]
+async fn run_with_the_controller_disabled_does_nothing() {
+    let (fake, client) = FakeApi::start();
+    let settings = ControllerSettings {
+        enabled: false,
+        ..Default::default()
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(controller::run(client, settings, async move {
+        let _ = stopped.await;
+    }));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!task.is_finished(), "waits for shutdown");
+    stop.send(()).unwrap();
+    task.await.unwrap().unwrap();
+    assert!(fake.calls().is_empty());
 }
