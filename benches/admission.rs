@@ -70,6 +70,10 @@ fn bench_bodies(c: &mut Criterion) {
         group.bench_with_input(BenchmarkId::from_parameter(name), &body, |b, body| {
             b.iter(|| rt.block_on(wh.review(body)))
         });
+        // the floor's work on the same body: parse it into a serde_json::Value
+        group.bench_with_input(BenchmarkId::new("floor-parse", name), &body, |b, body| {
+            b.iter(|| serde_json::from_slice::<serde_json::Value>(body).unwrap())
+        });
     }
     group.finish();
 }

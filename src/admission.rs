@@ -8,11 +8,13 @@
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::func_context::func_context;
 use crate::function::Function;
 use crate::mode::{Mode, Resolved, resolve};
 use crate::patch::{Injection, Op, PatchError, build_patch};
+use crate::prune;
 use crate::workload::Kind;
 
 pub const API_VERSION: &str = "admission.k8s.io/v1";
@@ -53,8 +55,13 @@ pub struct Request {
     pub namespace: Option<String>,
     #[serde(default)]
     pub operation: String,
-    #[serde(default)]
+    /// The object, parsed after decoding: pruned to what the webhook reads
+    /// for a workload ([`crate::prune`]), whole for a Function, not at all
+    /// for anything else.
+    #[serde(skip)]
     pub object: Option<Value>,
+    #[serde(default, rename = "object")]
+    raw_object: Option<Box<RawValue>>,
     #[serde(default)]
     pub dry_run: Option<bool>,
 }
@@ -148,6 +155,15 @@ pub fn decode(body: &[u8]) -> Result<Request, DecodeError> {
             };
             if request.uid.is_empty() {
                 return Err(invalid("AdmissionReview request has an empty uid".into()));
+            }
+            let mut request = request;
+            if let Some(raw) = request.raw_object.take() {
+                let parsed = match request.target() {
+                    Target::Workload(_) => prune::workload(raw.get()).map(Some),
+                    Target::Function => serde_json::from_str(raw.get()).map(Some),
+                    Target::Other => Ok(None),
+                };
+                request.object = parsed.map_err(|e| invalid(format!("cannot decode request.object: {e}")))?;
             }
             Ok(request)
         }

@@ -267,6 +267,8 @@ pub trait ControllerMetrics: Send + Sync {
     fn write(&self, _verb: &'static str, _kind: &'static str) {}
     /// This replica became (true) or stopped being (false) the leader.
     fn leader(&self, _is_leader: bool) {}
+    /// Number of proxy Deployments in the controller's cache.
+    fn proxies(&self, _count: usize) {}
 }
 
 /// Metrics that go nowhere.
@@ -956,6 +958,20 @@ pub async fn run_controller(
         services,
         workloads,
     };
+    let gauge_task = {
+        let (proxies, metrics) = (stores.proxies.clone(), metrics.clone());
+        tokio::spawn(async move {
+            loop {
+                let count = proxies
+                    .state()
+                    .iter()
+                    .filter(|d| d.labels().contains_key(proxy::PROXY_LABEL))
+                    .count();
+                metrics.proxies(count);
+                tokio::time::sleep(Duration::from_secs(10)).await;
+            }
+        })
+    };
     let ctx = Arc::new(Context::new(client.clone(), &settings, stores, metrics));
     info!(
         namespace = ns.as_deref().unwrap_or("<all>"),
@@ -984,6 +1000,7 @@ pub async fn run_controller(
         })
         .await;
     workload_task.abort();
+    gauge_task.abort();
     info!("controller stopped");
     Ok(())
 }

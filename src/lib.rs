@@ -25,3 +25,4 @@ pub mod store;
 pub mod tls;
 pub mod webhook;
 pub mod workload;
+pub mod prune;

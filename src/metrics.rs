@@ -45,6 +45,13 @@ pub struct SourceLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WriteLabels {
+    /// `apply`, `delete`, `patch` or `create`.
+    pub verb: &'static str,
+    pub kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
     /// `ok` or `error`.
     pub result: &'static str,
@@ -58,6 +65,7 @@ pub struct Metrics {
     pub lookups: Family<SourceLabels, Counter>,
     pub reconciles: Family<ResultLabels, Counter>,
     pub reconcile_duration: Histogram,
+    pub writes: Family<WriteLabels, Counter>,
     pub proxies_managed: Gauge,
     pub certificate_expiry: Gauge<f64, AtomicU64>,
     pub leader: Gauge,
@@ -105,6 +113,12 @@ impl Metrics {
             "Duration of one controller reconcile",
             reconcile_duration.clone(),
         );
+        let writes = Family::<WriteLabels, Counter>::default();
+        registry.register(
+            "controller_writes",
+            "API writes made by the controller, by verb and kind",
+            writes.clone(),
+        );
         let proxies_managed = Gauge::default();
         registry.register(
             "proxies_managed",
@@ -130,6 +144,7 @@ impl Metrics {
             lookups,
             reconciles,
             reconcile_duration,
+            writes,
             proxies_managed,
             certificate_expiry,
             leader,
@@ -179,6 +194,24 @@ async fn serve_metrics(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse
         )],
         metrics.encode(),
     )
+}
+
+impl crate::controller::ControllerMetrics for Metrics {
+    fn reconciled(&self, ok: bool, duration: Duration) {
+        Metrics::reconciled(self, ok, duration);
+    }
+
+    fn write(&self, verb: &'static str, kind: &'static str) {
+        self.writes.get_or_create(&WriteLabels { verb, kind }).inc();
+    }
+
+    fn leader(&self, is_leader: bool) {
+        self.leader.set(i64::from(is_leader));
+    }
+
+    fn proxies(&self, count: usize) {
+        self.proxies_managed.set(i64::try_from(count).unwrap_or(i64::MAX));
+    }
 }
 
 impl Observer for Metrics {
