@@ -35,6 +35,12 @@ pub enum Command {
     /// Offline: print workloads as the webhook admits them, then the
     /// objects the controller would create.
     Inject(InjectArgs),
+    /// Print the Function CustomResourceDefinition (for clusters without
+    /// OpenFunction).
+    Crd,
+    /// Generate a CA and a serving certificate for the webhook's Service
+    /// (ca.crt, tls.crt, tls.key).
+    Certs(CertsArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -78,6 +84,38 @@ pub struct ServeArgs {
     /// Longest time in-flight requests may take to drain on shutdown.
     #[arg(long, default_value = "20s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
+    /// Without --tls-cert: keep a generated CA and serving certificate in
+    /// this Secret of --cert-namespace, shared by all replicas (default, in
+    /// a cluster: openfunction-dapr-tls; empty: a self-signed local pair).
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["tls_cert", "local"])]
+    pub cert_secret: Option<String>,
+    /// Namespace of --cert-secret and of the webhook's Service (default:
+    /// the pod's namespace).
+    #[arg(long, env = "POD_NAMESPACE", value_name = "NS")]
+    pub cert_namespace: Option<String>,
+    /// The webhook's Service: the DNS names of a generated certificate.
+    #[arg(long, default_value = crate::certs::DEFAULT_SERVICE_NAME, value_name = "NAME")]
+    pub webhook_service: String,
+    /// With a generated certificate: the MutatingWebhookConfiguration whose
+    /// caBundle is kept set to its CA (empty: leave caBundle alone).
+    #[arg(long, default_value = crate::certs::DEFAULT_WEBHOOK_CONFIG_NAME, value_name = "NAME")]
+    pub webhook_config_name: String,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct CertsArgs {
+    /// Name of the webhook's Service.
+    #[arg(long, default_value = crate::certs::DEFAULT_SERVICE_NAME)]
+    pub service: String,
+    /// Namespace of the Service.
+    #[arg(long, default_value = crate::certs::DEFAULT_NAMESPACE)]
+    pub namespace: String,
+    /// Directory for ca.crt, tls.crt and tls.key (created if missing).
+    #[arg(long, value_name = "DIR")]
+    pub out_dir: PathBuf,
+    /// Overwrite existing files.
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -142,5 +180,37 @@ mod tests {
         assert!(Cli::try_parse_from(["x", "serve", "--tls-cert", "a"]).is_err());
         assert!(Cli::try_parse_from(["x", "serve", "--tls-cert", "a", "--tls-key", "b"]).is_ok());
         assert!(Cli::try_parse_from(["x", "inject"]).is_err());
+    }
+
+    #[test]
+    fn certificate_flags() {
+        let cli = Cli::try_parse_from(["x", "serve", "--cert-secret", "s"]).unwrap();
+        let Command::Serve(args) = cli.command else {
+            panic!("serve")
+        };
+        assert_eq!(args.cert_secret.as_deref(), Some("s"));
+        assert_eq!(
+            args.webhook_config_name,
+            crate::certs::DEFAULT_WEBHOOK_CONFIG_NAME
+        );
+        assert_eq!(args.webhook_service, crate::certs::DEFAULT_SERVICE_NAME);
+        // A Secret makes no sense with mounted files or without a cluster.
+        assert!(
+            Cli::try_parse_from([
+                "x",
+                "serve",
+                "--cert-secret",
+                "s",
+                "--tls-cert",
+                "a",
+                "--tls-key",
+                "b"
+            ])
+            .is_err()
+        );
+        assert!(Cli::try_parse_from(["x", "serve", "--cert-secret", "s", "--local", "d"]).is_err());
+        assert!(Cli::try_parse_from(["x", "crd"]).is_ok());
+        assert!(Cli::try_parse_from(["x", "certs"]).is_err());
+        assert!(Cli::try_parse_from(["x", "certs", "--out-dir", "d"]).is_ok());
     }
 }

@@ -2,7 +2,7 @@ use std::io::{IsTerminal, Read};
 use std::process::ExitCode;
 
 use clap::Parser;
-use openfunction_dapr::cli::{Cli, Command, InjectArgs, LogFormat};
+use openfunction_dapr::cli::{CertsArgs, Cli, Command, InjectArgs, LogFormat};
 use openfunction_dapr::inject::{self, Input};
 use openfunction_dapr::proxy::ProxySettings;
 
@@ -23,6 +23,11 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Serve(args) => openfunction_dapr::serve::run(*args).await,
             Command::Inject(args) => run_inject(args).await,
+            Command::Crd => {
+                print!("{}", openfunction_dapr::crd::function_crd_yaml());
+                Ok(())
+            }
+            Command::Certs(args) => run_certs(&args),
         }
     });
     match result {
@@ -61,6 +66,29 @@ async fn run_inject(args: InjectArgs) -> anyhow::Result<()> {
         eprintln!("warning: {w}");
     }
     print!("{}", out.to_yaml()?);
+    Ok(())
+}
+
+fn run_certs(args: &CertsArgs) -> anyhow::Result<()> {
+    use openfunction_dapr::certs;
+    let generated = certs::write_files(&args.service, &args.namespace, &args.out_dir, args.force)?;
+    let dir = args.out_dir.display();
+    let not_after = generated
+        .not_after
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    eprintln!(
+        "wrote {dir}/{ca}, {dir}/{crt} and {dir}/{key} for {svc}.{ns}.svc (expires at unix {not_after})\n\
+         serve them with --tls-cert {dir}/{crt} --tls-key {dir}/{key} (e.g. from a Secret:\n  \
+         kubectl -n {ns} create secret tls openfunction-dapr-webhook-cert --cert={dir}/{crt} --key={dir}/{key})\n\
+         and put {dir}/{ca}, base64-encoded, in the caBundle of every webhook of the MutatingWebhookConfiguration",
+        ca = certs::CA_CERT_KEY,
+        crt = certs::TLS_CERT_KEY,
+        key = certs::TLS_KEY_KEY,
+        svc = args.service,
+        ns = args.namespace,
+    );
     Ok(())
 }
 

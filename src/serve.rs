@@ -11,6 +11,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
+use crate::certs;
 use crate::cli::ServeArgs;
 use crate::metrics::Metrics;
 use crate::server::{self, Health, ServeOptions};
@@ -39,7 +40,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         stopped(stop_rx.clone()),
     ));
 
-    let resolver = Arc::new(certificate(&args)?);
+    let resolver = certificate(&args).await?;
     tokio::spawn(tls::watch(resolver.clone(), CERT_POLL_INTERVAL));
     {
         // Keep the expiry gauge right across reloads.
@@ -129,13 +130,21 @@ async fn stopped(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|stop| *stop).await;
 }
 
-/// The mounted pair, or a self-signed one whose CA is written to disk.
-fn certificate(args: &ServeArgs) -> anyhow::Result<ReloadingResolver> {
+/// The mounted pair; else, in a cluster, the pair kept in a Secret (see
+/// `certs`); else a self-signed one whose CA is written to disk.
+async fn certificate(args: &ServeArgs) -> anyhow::Result<Arc<ReloadingResolver>> {
     if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
         let r = ReloadingResolver::from_files(cert, key)
             .with_context(|| format!("loading {} and {}", cert.display(), key.display()))?;
         info!(cert = %cert.display(), "serving certificate loaded; reloaded when the files change");
-        return Ok(r);
+        return Ok(Arc::new(r));
+    }
+    if let Some(secret) = certs::bootstrap_secret(
+        args.cert_secret.as_deref(),
+        args.local.is_some(),
+        certs::in_cluster(),
+    ) {
+        return certs::start(args, secret).await;
     }
     let names = vec!["localhost".to_owned()];
     let generated = tls::generate_ca_and_cert(&names, true)?;
@@ -145,10 +154,10 @@ fn certificate(args: &ServeArgs) -> anyhow::Result<ReloadingResolver> {
         .unwrap_or_else(|| std::env::temp_dir().join("openfunction-dapr-ca.pem"));
     write_ca(&ca_out, &generated.ca_pem)?;
     info!(ca = %ca_out.display(), "generated a self-signed certificate for localhost and 127.0.0.1; trust this CA");
-    Ok(ReloadingResolver::from_pem(
+    Ok(Arc::new(ReloadingResolver::from_pem(
         &generated.cert_pem,
         &generated.key_pem,
-    )?)
+    )?))
 }
 
 fn write_ca(path: &PathBuf, pem: &str) -> anyhow::Result<()> {

@@ -317,6 +317,13 @@ impl Live {
             + std::fmt::Debug,
         K::DynamicType: Default,
     {
+        // Label values reach us before the API server validates them, and
+        // kube-rs puts the name into the request path as it is: never ask
+        // for a name that no object can have (`../../a/functions/f`).
+        if !is_object_name(namespace) || !is_object_name(name) {
+            debug!(namespace, name, "not an object name: no look-up");
+            return Ok(None);
+        }
         let what = format!("{} {namespace}/{name}", K::kind(&K::DynamicType::default()));
         let api: Api<K> = Api::namespaced(self.client.clone(), namespace);
         match tokio::time::timeout(self.timeout, api.get_opt(name)).await {
@@ -327,6 +334,23 @@ impl Live {
                 timeout: self.timeout,
             }),
         }
+    }
+}
+
+/// Whether `s` can name a namespace or a namespaced object: a DNS-1123
+/// subdomain (lowercase alphanumerics, `-` and `.`, starting and ending
+/// with an alphanumeric, at most 253 characters).
+pub fn is_object_name(s: &str) -> bool {
+    let alnum = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+    let bytes = s.as_bytes();
+    match (bytes.first(), bytes.last()) {
+        (Some(&first), Some(&last)) => {
+            s.len() <= 253
+                && alnum(first)
+                && alnum(last)
+                && bytes.iter().all(|&b| alnum(b) || b == b'-' || b == b'.')
+        }
+        _ => false,
     }
 }
 
@@ -381,10 +405,18 @@ fn strip<K: Resource>(obj: &mut K) {
 }
 
 /// Parse multi-document YAML (JSON is YAML) into JSON values; empty
-/// documents are skipped.
+/// documents are skipped. Documents are read one at a time, each under the
+/// YAML parser's default budget (a file may hold any number of them).
 pub fn parse_documents(text: &str) -> Result<Vec<Value>, String> {
-    let docs: Vec<Value> = serde_saphyr::from_multiple(text).map_err(|e| e.to_string())?;
-    Ok(docs.into_iter().filter(|d| !d.is_null()).collect())
+    let mut reader = text.as_bytes();
+    let mut docs = Vec::new();
+    for doc in serde_saphyr::read::<_, Value>(&mut reader) {
+        let doc = doc.map_err(|e| e.to_string())?;
+        if !doc.is_null() {
+            docs.push(doc);
+        }
+    }
+    Ok(docs)
 }
 
 #[cfg(test)]
@@ -491,6 +523,29 @@ mod tests {
         let store = FunctionStore::from_dir(&dir).unwrap();
         assert_eq!(store.len(), 6);
         assert!(store.cached("default", "cron-input-kafka-output").is_some());
+    }
+
+    #[test]
+    fn object_names() {
+        for ok in ["f", "cron-kafka", "a.b-c", "0", "x".repeat(253).as_str()] {
+            assert!(is_object_name(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            ".",
+            "..",
+            "../a",
+            "a/b",
+            "f?x=1",
+            "F",
+            "-f",
+            "f-",
+            "f%2F",
+            "a b",
+            "x".repeat(254).as_str(),
+        ] {
+            assert!(!is_object_name(bad), "{bad}");
+        }
     }
 
     #[test]
