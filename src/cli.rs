@@ -84,6 +84,8 @@ pub struct ServeArgs {
     /// Longest time in-flight requests may take to drain on shutdown.
     #[arg(long, default_value = "20s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
+    #[command(flatten)]
+    pub controller: crate::controller::ControllerSettings,
     /// Without --tls-cert: keep a generated CA and serving certificate in
     /// this Secret of --cert-namespace, shared by all replicas (default, in
     /// a cluster: openfunction-dapr-tls; empty: a self-signed local pair).

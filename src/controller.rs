@@ -1070,14 +1070,12 @@ mod tests {
         struct Serve {
             #[command(flatten)]
             serve: crate::cli::ServeArgs,
-            #[command(flatten)]
-            controller: ControllerSettings,
         }
         Serve::command().debug_assert();
-        let s = Serve::parse_from(["x", "--cluster-domain", "corp", "--controller=false"]);
+        let s = Serve::parse_from(["x", "--cluster-domain", "corp", "--controller=false"]).serve;
         let c = s
             .controller
-            .with_shared(&s.serve.cluster_domain, s.serve.namespace.clone());
+            .with_shared(&s.cluster_domain, s.namespace.clone());
         assert!(!c.enabled);
         assert_eq!(c.proxy_settings().cluster_domain, "corp");
     }

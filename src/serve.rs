@@ -13,6 +13,7 @@ use tracing::{info, warn};
 
 use crate::certs;
 use crate::cli::ServeArgs;
+use crate::controller;
 use crate::metrics::Metrics;
 use crate::server::{self, Health, ServeOptions};
 use crate::store::FunctionStore;
@@ -62,16 +63,26 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     };
     let tls_config = tls::server_config(resolver, client_ca.as_deref())?;
 
-    let store = match &args.local {
-        Some(dir) => FunctionStore::from_dir(dir)?,
+    let (store, controller) = match &args.local {
+        Some(dir) => (FunctionStore::from_dir(dir)?, None),
         None => {
             let client = kube::Client::try_default()
                 .await
                 .context("no cluster configuration (kubeconfig or in-cluster); use --local DIR to run without a cluster")?;
+            let settings = args
+                .controller
+                .clone()
+                .with_shared(&args.cluster_domain, args.namespace.clone());
+            let controller = tokio::spawn(controller::run_with_metrics(
+                client.clone(),
+                settings,
+                metrics.clone(),
+                stopped(stop_rx.clone()),
+            ));
             let (store, driver) =
                 FunctionStore::watch(client, args.namespace.as_deref(), args.lookup_timeout).await;
             tokio::spawn(driver);
-            store
+            (store, Some(controller))
         }
     };
 
@@ -119,6 +130,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         () = server::shutdown_signal() => {
             warn!("second signal: exiting at once");
             std::process::exit(1);
+        }
+    }
+    if let Some(controller) = controller {
+        // Stops reconciling and releases the Lease; bounded by the drain timeout.
+        match tokio::time::timeout(args.drain_timeout, controller).await {
+            Ok(Ok(Err(e))) => warn!(error = %e, "controller stopped with an error"),
+            Err(_) => warn!("controller did not stop in time"),
+            _ => {}
         }
     }
     let _ = admin.await;
