@@ -720,8 +720,6 @@ pub async fn maintain(
     }
 }
 
-/// How long `serve` tries to bootstrap the certificate before it exits.
-pub const BOOTSTRAP_DEADLINE: Duration = Duration::from_secs(60);
 
 /// `serve`'s Secret bootstrap: connects to the cluster, bootstraps the
 /// Secret `secret_name` (see the module docs), starts [`maintain`] and
@@ -745,7 +743,9 @@ pub async fn start(
     settings.secret_name = secret_name;
     settings.webhook_config_name =
         Some(args.webhook_config_name.trim().to_owned()).filter(|n| !n.is_empty());
-    let resolver = bootstrap(&client, &settings, BOOTSTRAP_DEADLINE)
+    // Retry until the API server answers: readiness stays false meanwhile,
+    // and the process does not crash-loop while the control plane is away.
+    let resolver = bootstrap(&client, &settings, Duration::MAX)
         .await
         .with_context(|| {
             format!(
