@@ -44,7 +44,10 @@ async fn main() -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let certs = tls::generate_ca_and_cert(&["localhost".to_string()], true)?;
     std::fs::write(&ca_out, &certs.ca_pem)?;
-    let resolver = Arc::new(ReloadingResolver::from_pem(&certs.cert_pem, &certs.key_pem)?);
+    let resolver = Arc::new(ReloadingResolver::from_pem(
+        &certs.cert_pem,
+        &certs.key_pem,
+    )?);
     let acceptor = TlsAcceptor::from(tls::server_config(resolver, None)?);
     let listener = TcpListener::bind(&addr).await?;
     eprintln!("floor listening on {addr}");
@@ -53,7 +56,9 @@ async fn main() -> anyhow::Result<()> {
         let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
         tokio::spawn(async move {
-            let Ok(stream) = acceptor.accept(tcp).await else { return };
+            let Ok(stream) = acceptor.accept(tcp).await else {
+                return;
+            };
             let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
             let builder = Builder::new(TokioExecutor::new());
             let io = TokioIo::new(stream);

@@ -53,12 +53,17 @@ fn functions(n: usize) -> Vec<Function> {
 }
 
 fn webhook(n: usize) -> Arc<Webhook> {
-    Arc::new(Webhook::new(FunctionStore::from_objects(functions(n), vec![]), "cluster.local"))
+    Arc::new(Webhook::new(
+        FunctionStore::from_objects(functions(n), vec![]),
+        "cluster.local",
+    ))
 }
 
 fn bench_bodies(c: &mut Criterion) {
     let dir = data_dir();
-    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
     let wh = webhook(10);
     let mut group = c.benchmark_group("review");
     for name in ["pod", "deployment", "deployment-update", "pod-1500-env"] {
@@ -80,7 +85,9 @@ fn bench_bodies(c: &mut Criterion) {
 
 fn bench_store_size(c: &mut Criterion) {
     let dir = data_dir();
-    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
     let body = std::fs::read(dir.join("pod.json")).unwrap();
     let mut group = c.benchmark_group("review-pod-by-store-size");
     for n in [10usize, 100_000] {

@@ -163,7 +163,8 @@ pub fn decode(body: &[u8]) -> Result<Request, DecodeError> {
                     Target::Function => serde_json::from_str(raw.get()).map(Some),
                     Target::Other => Ok(None),
                 };
-                request.object = parsed.map_err(|e| invalid(format!("cannot decode request.object: {e}")))?;
+                request.object =
+                    parsed.map_err(|e| invalid(format!("cannot decode request.object: {e}")))?;
             }
             Ok(request)
         }

@@ -210,7 +210,8 @@ impl crate::controller::ControllerMetrics for Metrics {
     }
 
     fn proxies(&self, count: usize) {
-        self.proxies_managed.set(i64::try_from(count).unwrap_or(i64::MAX));
+        self.proxies_managed
+            .set(i64::try_from(count).unwrap_or(i64::MAX));
     }
 }
 

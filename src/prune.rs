@@ -44,7 +44,10 @@ pub const WORKLOAD: Keep = Keep::Fields(&[
         "spec",
         Keep::Fields(&[
             ("containers", Keep::Items(&CONTAINER)),
-            ("template", Keep::Fields(&[("metadata", META), ("spec", POD_SPEC)])),
+            (
+                "template",
+                Keep::Fields(&[("metadata", META), ("spec", POD_SPEC)]),
+            ),
         ]),
     ),
 ]);
@@ -257,7 +260,10 @@ mod tests {
     #[test]
     fn escaped_keys_still_match() {
         let json = r#"{"metadata":{"l\u0061bels":{"k":"v"}}}"#;
-        assert_eq!(workload(json).unwrap(), json!({"metadata": {"labels": {"k": "v"}}}));
+        assert_eq!(
+            workload(json).unwrap(),
+            json!({"metadata": {"labels": {"k": "v"}}})
+        );
     }
 
     #[test]

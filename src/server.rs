@@ -9,6 +9,10 @@
 //!   client never stalls the loop;
 //! - HTTPS speaks HTTP/2 when ALPN selects `h2` and HTTP/1.1 otherwise (HTTP/2
 //!   over TLS requires ALPN); the admin port speaks HTTP/1.1;
+//! - a request's headers must arrive within
+//!   [`ServeOptions::header_read_timeout`], and the whole request (body
+//!   included) must be answered within [`ServeOptions::request_timeout`]
+//!   (else `408`), so a slow client cannot hold a connection slot forever;
 //! - accept errors (`EMFILE`, `ENOBUFS`, ...) are logged and retried after a
 //!   short pause instead of ending the server;
 //! - at most [`ServeOptions::max_connections`] connections are open at once;
@@ -32,6 +36,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::{ConnectInfo, State};
 use axum::http::StatusCode;
+use axum::response::IntoResponse;
 use axum::routing::get;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -56,6 +61,11 @@ pub struct ServeOptions {
     /// Time allowed for an HTTP/1 client to send a request's headers; this
     /// also bounds how long an idle keep-alive connection stays open.
     pub header_read_timeout: Duration,
+    /// Time allowed for one request, from its headers to the handler's
+    /// answer (reading the body included): a client that stalls mid-body
+    /// gets `408 Request Timeout` instead of holding its connection slot
+    /// forever. The API server gives up on a webhook after at most 30 s.
+    pub request_timeout: Duration,
     /// On shutdown, how long in-flight requests may run before their
     /// connections are dropped.
     pub drain_timeout: Duration,
@@ -74,6 +84,7 @@ impl Default for ServeOptions {
         Self {
             handshake_timeout: Duration::from_secs(10),
             header_read_timeout: Duration::from_secs(30),
+            request_timeout: Duration::from_secs(30),
             drain_timeout: Duration::from_secs(20),
             h2_keepalive_interval: Some(Duration::from_secs(20)),
             h2_keepalive_timeout: Duration::from_secs(20),
@@ -169,6 +180,7 @@ async fn serve(
             watcher: graceful.watcher(),
             closing: closing_rx.clone(),
             handshake_timeout: opts.handshake_timeout,
+            request_timeout: opts.request_timeout,
             _permit: permit,
         };
         let span = tracing::debug_span!("conn", %peer, scheme);
@@ -250,6 +262,7 @@ struct Conn {
     watcher: Watcher,
     closing: watch::Receiver<bool>,
     handshake_timeout: Duration,
+    request_timeout: Duration,
     /// Held for the connection's lifetime: one slot of `max_connections`.
     _permit: OwnedSemaphorePermit,
 }
@@ -297,11 +310,24 @@ impl Conn {
         I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
     {
         let Conn {
-            peer, app, watcher, ..
+            peer,
+            app,
+            watcher,
+            request_timeout,
+            ..
         } = self;
         let service = service_fn(move |mut req: http::Request<Incoming>| {
             req.extensions_mut().insert(ConnectInfo(peer));
-            app.clone().oneshot(req)
+            let response = app.clone().oneshot(req);
+            async move {
+                match tokio::time::timeout(request_timeout, response).await {
+                    Ok(response) => response,
+                    Err(_) => {
+                        tracing::debug!("request timed out");
+                        Ok((StatusCode::REQUEST_TIMEOUT, "request timed out").into_response())
+                    }
+                }
+            }
         });
         let conn = builder.serve_connection(io, service);
         match watcher.watch(conn).await {

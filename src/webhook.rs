@@ -329,7 +329,26 @@ pub fn router(webhook: Arc<Webhook>) -> Router {
     Router::new()
         .route(MUTATE_PATH, post(mutate))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn(refuse_announced_oversize))
         .with_state(webhook)
+}
+
+/// `413` for a body announced (`Content-Length`) over the limit, before any
+/// of it is read; a body that grows past the limit without announcing it is
+/// cut off there by `DefaultBodyLimit`.
+async fn refuse_announced_oversize(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let announced = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if announced.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+        return (StatusCode::PAYLOAD_TOO_LARGE, "request body too large").into_response();
+    }
+    next.run(request).await
 }
 
 async fn mutate(State(webhook): State<Arc<Webhook>>, headers: HeaderMap, body: Bytes) -> Response {

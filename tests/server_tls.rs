@@ -4,8 +4,9 @@
 //! connection limit.
 #![cfg(unix)]
 
+mod common;
+
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,6 +25,9 @@ use tokio::sync::{Notify, oneshot};
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
+
+use common::secret_volume::SecretVolume;
+use common::webhook::client_identity;
 
 /// The name the tests reach the server by (resolved to the loopback address).
 const HOST: &str = "webhook.openfunction.svc";
@@ -334,52 +338,6 @@ async fn clients_that_do_not_trust_the_ca_fail() {
     server.stop().await;
 }
 
-/// A directory laid out like a kubelet-managed Secret volume:
-/// `tls.crt -> ..data/tls.crt`, `..data -> ..<timestamp>/`.
-struct SecretVolume {
-    dir: tempfile::TempDir,
-    generation: u32,
-}
-
-impl SecretVolume {
-    fn new(cert_pem: &str, key_pem: &str) -> Self {
-        let mut volume = Self {
-            dir: tempfile::tempdir().expect("tempdir"),
-            generation: 0,
-        };
-        volume.update(cert_pem, key_pem);
-        for file in ["tls.crt", "tls.key"] {
-            std::os::unix::fs::symlink(format!("..data/{file}"), volume.dir.path().join(file))
-                .expect("file symlink");
-        }
-        volume
-    }
-
-    fn cert_path(&self) -> PathBuf {
-        self.dir.path().join("tls.crt")
-    }
-
-    fn key_path(&self) -> PathBuf {
-        self.dir.path().join("tls.key")
-    }
-
-    /// Writes a new timestamped directory and atomically repoints `..data`.
-    fn update(&mut self, cert_pem: &str, key_pem: &str) {
-        let root = self.dir.path();
-        let old = std::fs::read_link(root.join("..data")).ok();
-        self.generation += 1;
-        let name = format!("..2025_01_01_00_00_{:02}.000000000", self.generation);
-        std::fs::create_dir(root.join(&name)).expect("data dir");
-        std::fs::write(root.join(&name).join("tls.crt"), cert_pem).expect("cert");
-        std::fs::write(root.join(&name).join("tls.key"), key_pem).expect("key");
-        std::os::unix::fs::symlink(&name, root.join("..data_tmp")).expect("tmp symlink");
-        std::fs::rename(root.join("..data_tmp"), root.join("..data")).expect("swap ..data");
-        if let Some(old) = old {
-            std::fs::remove_dir_all(root.join(old)).expect("remove old data");
-        }
-    }
-}
-
 fn leaf_is(leaf: &CertificateDer<'_>, certs: &GeneratedCerts) -> bool {
     *leaf == pem_cert(&certs.cert_pem)
 }
@@ -663,36 +621,6 @@ async fn connection_limit_queues_extra_clients() {
         .expect("GET");
     assert_eq!(status, 200);
     server.stop().await;
-}
-
-/// A client CA and a client certificate (clientAuth) signed by it.
-fn client_identity() -> (String, String, String) {
-    use rcgen::{
-        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
-        KeyPair, KeyUsagePurpose,
-    };
-    let mut ca_params = CertificateParams::default();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "client CA");
-    let ca_key = KeyPair::generate().expect("key");
-    let ca = ca_params.self_signed(&ca_key).expect("CA");
-    let issuer = Issuer::new(ca_params, ca_key);
-
-    let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
-    params
-        .distinguished_name
-        .push(DnType::CommonName, "kube-apiserver");
-    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    let key = KeyPair::generate().expect("key");
-    let cert = params.signed_by(&key, &issuer).expect("client cert");
-    (ca.pem(), cert.pem(), key.serialize_pem())
 }
 
 #[tokio::test]

@@ -1,0 +1,159 @@
+//! The reconcile harness: a [`Context`] whose caches are fed from a
+//! [`FakeApi`]'s objects (as the watches would), and the Function fixtures.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Service;
+use kube::runtime::controller::Action;
+use kube::runtime::reflector::{self, store::Writer};
+use kube::runtime::watcher;
+use openfunction_dapr::controller::{self, Context, ControllerSettings, CountingMetrics, Stores};
+use openfunction_dapr::function::Function;
+use serde_json::Value;
+
+use super::fake_api::{Call, FakeApi};
+
+pub const NS: &str = "ns";
+pub const FN_UID: &str = "f0000000-0000-4000-8000-00000000f001";
+
+pub struct Harness {
+    pub fake: FakeApi,
+    pub ctx: Arc<Context>,
+    pub metrics: Arc<CountingMetrics>,
+    pub proxies: Writer<Deployment>,
+    pub services: Writer<Service>,
+    pub workloads: Writer<Deployment>,
+}
+
+pub fn deploy_path(name: &str) -> String {
+    format!("/apis/apps/v1/namespaces/{NS}/deployments/{name}")
+}
+pub fn service_path(name: &str) -> String {
+    format!("/api/v1/namespaces/{NS}/services/{name}")
+}
+pub const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/ns/events";
+
+pub fn settings() -> ControllerSettings {
+    ControllerSettings {
+        identity: Some("controller-0".into()),
+        ..Default::default()
+    }
+}
+
+impl Harness {
+    pub fn new() -> Self {
+        let (fake, client) = FakeApi::start();
+        let (proxies_r, proxies) = reflector::store::<Deployment>();
+        let (services_r, services) = reflector::store::<Service>();
+        let (workloads_r, workloads) = reflector::store::<Deployment>();
+        let metrics = Arc::new(CountingMetrics::default());
+        let ctx = Arc::new(Context::new(
+            client,
+            &settings(),
+            Stores {
+                proxies: proxies_r,
+                services: services_r,
+                workloads: workloads_r,
+            },
+            metrics.clone(),
+        ));
+        let mut h = Harness {
+            fake,
+            ctx,
+            metrics,
+            proxies,
+            services,
+            workloads,
+        };
+        h.sync();
+        h
+    }
+
+    /// Feed the caches from the fake's objects, as a relist of the watches
+    /// (same label selectors) would.
+    pub fn sync(&mut self) {
+        fn relist<K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned>(
+            w: &mut Writer<K>,
+            objects: Vec<Value>,
+            selector: impl Fn(&Value) -> bool,
+        ) {
+            w.apply_watcher_event(&watcher::Event::Init);
+            for o in objects.into_iter().filter(|o| selector(o)) {
+                w.apply_watcher_event(&watcher::Event::InitApply(
+                    serde_json::from_value(o).unwrap(),
+                ));
+            }
+            w.apply_watcher_event(&watcher::Event::InitDone);
+        }
+        let managed = |o: &Value| {
+            o["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "openfunction-dapr"
+        };
+        let deployments = self.fake.objects_under("/apis/apps/v1/");
+        relist(&mut self.proxies, deployments.clone(), managed);
+        relist(
+            &mut self.services,
+            self.fake.objects_under("/api/v1/"),
+            managed,
+        );
+        relist(&mut self.workloads, deployments, |o| {
+            o["metadata"]["labels"]
+                .get("openfunction.io/function")
+                .is_some()
+        });
+    }
+
+    /// Reconcile `f` once; the calls it made.
+    pub async fn reconcile(&self, f: &Function) -> (Result<Action, controller::Error>, Vec<Call>) {
+        self.fake.take_calls();
+        let result = controller::reconcile(Arc::new(f.clone()), self.ctx.clone()).await;
+        (result, self.fake.take_calls())
+    }
+
+    pub async fn reconcile_ok(&self, f: &Function) -> Vec<Call> {
+        let (result, calls) = self.reconcile(f).await;
+        let action = result.unwrap_or_else(|e| panic!("reconcile failed: {e}"));
+        assert_eq!(action, Action::requeue(Duration::from_secs(300)));
+        calls
+    }
+}
+
+pub fn function(file: &str, name: &str) -> Function {
+    let path = format!(
+        "{}/tests/fixtures/functions/{file}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut f: Function = serde_saphyr::from_multiple::<Value>(&text)
+        .unwrap()
+        .into_iter()
+        .map(|v| serde_json::from_value::<Function>(v).unwrap())
+        .find(|f| f.metadata.name.as_deref() == Some(name))
+        .unwrap();
+    f.metadata.namespace = Some(NS.into());
+    f.metadata.uid = Some(FN_UID.into());
+    f.metadata.generation = Some(1);
+    f
+}
+
+/// The async standalone fixture.
+pub fn cron() -> Function {
+    function("cron-input-kafka-output.yaml", "cron-input-kafka-output")
+}
+pub const CRON: &str = "cron-input-kafka-output";
+
+pub fn set_annotation(f: &mut Function, k: &str, v: &str) {
+    f.spec
+        .serving
+        .as_mut()
+        .unwrap()
+        .annotations
+        .get_or_insert_with(Default::default)
+        .insert(k.into(), v.into());
+}
+
+pub fn with_mode(mut f: Function, mode: &str) -> Function {
+    set_annotation(&mut f, "openfunction.io/dapr-service-mode", mode);
+    f
+}

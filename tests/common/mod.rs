@@ -1,0 +1,10 @@
+//! Helpers shared by several integration test files (`mod common;`).
+//! Each test file compiles its own copy and uses part of it.
+#![allow(dead_code)]
+
+pub mod fake_api;
+pub mod harness;
+#[cfg(unix)]
+pub mod secret_volume;
+pub mod serve_bin;
+pub mod webhook;
