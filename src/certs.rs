@@ -720,7 +720,6 @@ pub async fn maintain(
     }
 }
 
-
 /// `serve`'s Secret bootstrap: connects to the cluster, bootstraps the
 /// Secret `secret_name` (see the module docs), starts [`maintain`] and
 /// returns the resolver serving the Secret's pair.
