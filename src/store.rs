@@ -97,7 +97,7 @@ impl FunctionStore {
         let mut fw = Writer::<Function>::default();
         fw.apply_watcher_event(&watcher::Event::Init);
         for mut f in functions {
-            strip(&mut f);
+            slim(&mut f);
             if f.namespace().is_none() {
                 f.metadata.namespace = Some("default".into());
             }
@@ -146,33 +146,39 @@ impl FunctionStore {
         let (mut functions, mut servings) = (Vec::new(), Vec::new());
         for path in paths {
             let text = std::fs::read_to_string(&path).map_err(io(&path))?;
-            for (index, doc) in parse_documents(&text)
-                .map_err(|message| LoadError::Parse {
-                    path: path.clone(),
-                    index: 0,
-                    message,
-                })?
-                .into_iter()
-                .enumerate()
-            {
-                let parse_err = |e: serde_json::Error| LoadError::Parse {
-                    path: path.clone(),
-                    index: index + 1,
-                    message: e.to_string(),
+            let mut failed = None;
+            for_each_document(&text, |index, doc| {
+                let kind = (
+                    doc.get("apiVersion")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default(),
+                    doc.get("kind").and_then(Value::as_str).unwrap_or_default(),
+                );
+                let result = match kind {
+                    (v, "Function") if v.starts_with("core.openfunction.io/") => {
+                        serde_json::from_value::<Function>(doc).map(|mut f| {
+                            slim(&mut f);
+                            functions.push(f)
+                        })
+                    }
+                    (v, "Serving") if v.starts_with("core.openfunction.io/") => {
+                        serde_json::from_value(doc).map(|s| servings.push(s))
+                    }
+                    (_, kind) => {
+                        debug!(path = %path.display(), index, kind, "ignoring document");
+                        Ok(())
+                    }
                 };
-                match (
-                    doc.get("apiVersion").and_then(Value::as_str),
-                    doc.get("kind").and_then(Value::as_str),
-                ) {
-                    (Some(v), Some("Function")) if v.starts_with("core.openfunction.io/") => {
-                        functions.push(serde_json::from_value(doc).map_err(parse_err)?)
-                    }
-                    (Some(v), Some("Serving")) if v.starts_with("core.openfunction.io/") => {
-                        servings.push(serde_json::from_value(doc).map_err(parse_err)?)
-                    }
-                    (_, kind) => debug!(path = %path.display(), index, ?kind, "ignoring document"),
-                }
-            }
+                result.map_err(|e| {
+                    failed = Some(index);
+                    e.to_string()
+                })
+            })
+            .map_err(|message| LoadError::Parse {
+                path: path.clone(),
+                index: failed.unwrap_or(0),
+                message,
+            })?;
         }
         info!(dir = %dir.display(), functions = functions.len(), servings = servings.len(), "loaded local store");
         Ok(Self::from_objects(functions, servings))
@@ -198,7 +204,7 @@ impl FunctionStore {
             fwriter,
             watcher(functions, watcher::Config::default().any_semantic())
                 .default_backoff()
-                .modify(strip),
+                .modify(slim),
         );
         let (sreader, mut swriter) = reflector::store::<PartialObjectMeta<Serving>>();
         let sstream = if serving_crd {
@@ -296,7 +302,7 @@ impl FunctionStore {
         if let Some(live) = &self.live
             && let Some(mut f) = live.get::<Function>(namespace, &function_name).await?
         {
-            strip(&mut f);
+            slim(&mut f);
             return Ok(Lookup::Found {
                 function: Arc::new(f),
                 source: Source::Api,
@@ -395,6 +401,40 @@ where
     }
 }
 
+/// Keep only what the webhook reads of a Function: its name, namespace and
+/// uid, and the spec fields of mode resolution and FUNC_CONTEXT (SPEC 3, 4,
+/// 7). Component metadata, templates, build settings, status and the rest
+/// can be most of a Function's size and are never read here.
+fn slim(f: &mut Function) {
+    strip(f);
+    let meta = &mut f.metadata;
+    meta.labels = None;
+    meta.annotations = None;
+    meta.owner_references = None;
+    meta.finalizers = None;
+    f.status = None;
+    f.spec.image = String::new();
+    f.spec.extra = Default::default();
+    if let Some(s) = f.spec.serving.as_mut() {
+        s.template = None;
+        s.scale_options = None;
+        s.triggers = None;
+        s.extra = Default::default();
+        for c in s
+            .bindings
+            .iter_mut()
+            .chain(s.pubsub.iter_mut())
+            .flat_map(|m| m.values_mut())
+        {
+            c.metadata = Vec::new();
+            c.extra = Default::default();
+        }
+        for io in s.inputs.iter_mut().chain(s.outputs.iter_mut()).flatten() {
+            io.extra = Default::default();
+        }
+    }
+}
+
 /// Drop what the webhook never reads and that can dominate an object's
 /// size: managedFields and kubectl's last-applied copy.
 fn strip<K: Resource>(obj: &mut K) {
@@ -405,18 +445,82 @@ fn strip<K: Resource>(obj: &mut K) {
 }
 
 /// Parse multi-document YAML (JSON is YAML) into JSON values; empty
-/// documents are skipped. Documents are read one at a time, each under the
-/// YAML parser's default budget (a file may hold any number of them).
+/// documents are skipped.
 pub fn parse_documents(text: &str) -> Result<Vec<Value>, String> {
-    let mut reader = text.as_bytes();
     let mut docs = Vec::new();
-    for doc in serde_saphyr::read::<_, Value>(&mut reader) {
-        let doc = doc.map_err(|e| e.to_string())?;
-        if !doc.is_null() {
-            docs.push(doc);
-        }
-    }
+    for_each_document(text, |_, doc| {
+        docs.push(doc);
+        Ok(())
+    })?;
     Ok(docs)
+}
+
+/// Call `f` with each non-empty document of multi-document YAML, one at a
+/// time, so a large file never holds all its documents at once.
+///
+/// When every document marker is a bare `---` line (and there are no
+/// directives), the text is split at those lines and a document that is
+/// JSON is parsed by serde_json, many times faster than a YAML parser on
+/// the same text; anything else goes to the YAML parser, each document
+/// under its default budget.
+pub fn for_each_document(
+    text: &str,
+    mut f: impl FnMut(usize, Value) -> Result<(), String>,
+) -> Result<(), String> {
+    // A directive, a document end, or a marker with content on its line.
+    let special = |l: &str| {
+        l.starts_with('%')
+            || l.starts_with("...")
+            || (l.starts_with("---") && l.trim_end() != "---")
+    };
+    let simple_markers = !text.lines().any(special);
+    let mut index = 0;
+    let mut emit = |doc: Value| -> Result<(), String> {
+        if doc.is_null() {
+            return Ok(());
+        }
+        index += 1;
+        f(index, doc)
+    };
+    if !simple_markers {
+        let mut reader = text.as_bytes();
+        for doc in serde_saphyr::read::<_, Value>(&mut reader) {
+            emit(doc.map_err(|e| e.to_string())?)?;
+        }
+        return Ok(());
+    }
+    let mut start = 0;
+    let mut chunks = Vec::new();
+    let mut offset = 0;
+    for line in text.split_inclusive('\n') {
+        if line.trim_end() == "---" {
+            chunks.push(&text[start..offset]);
+            start = offset + line.len();
+        }
+        offset += line.len();
+    }
+    chunks.push(&text[start..]);
+    for chunk in chunks {
+        let trimmed = chunk.trim_start();
+        if trimmed.is_empty()
+            || trimmed
+                .lines()
+                .all(|l| l.trim().is_empty() || l.trim_start().starts_with('#'))
+        {
+            continue;
+        }
+        let doc = if trimmed.starts_with('{') {
+            match serde_json::from_str::<Value>(chunk) {
+                Ok(v) => v,
+                // Flow-style YAML that is not JSON (e.g. `{a: 1}`).
+                Err(_) => serde_saphyr::from_str::<Value>(chunk).map_err(|e| e.to_string())?,
+            }
+        } else {
+            serde_saphyr::from_str::<Value>(chunk).map_err(|e| e.to_string())?
+        };
+        emit(doc)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -498,8 +602,18 @@ mod tests {
     }
 
     #[test]
-    fn managed_fields_are_stripped() {
+    fn only_what_the_webhook_reads_is_cached() {
         let mut f = function(Some("a"), "f");
+        f.spec = serde_json::from_value(json!({
+            "version": "v1", "image": "img", "port": 9000, "build": {"builder": "b"},
+            "serving": {"runtime": "async", "annotations": {"dapr.io/app-id": "x"},
+                "inputs": [{"name": "i", "component": "c", "futureField": 1}],
+                "bindings": {"c": {"type": "bindings.cron", "version": "v1",
+                    "metadata": [{"name": "schedule", "value": "@every 2s"}]}},
+                "template": {"containers": []}, "scaleOptions": {"minReplicas": 0}}
+        }))
+        .unwrap();
+        let full = f.spec.clone();
         f.metadata.managed_fields = Some(vec![Default::default()]);
         f.metadata.annotations = Some(
             [
@@ -514,7 +628,40 @@ mod tests {
         let store = FunctionStore::from_objects(vec![f], vec![]);
         let cached = store.cached("a", "f").unwrap();
         assert!(cached.metadata.managed_fields.is_none());
-        assert_eq!(cached.metadata.annotations.as_ref().unwrap().len(), 1);
+        assert!(cached.metadata.annotations.is_none());
+        let serving = cached.spec.serving.as_ref().unwrap();
+        assert!(serving.template.is_none() && serving.scale_options.is_none());
+        assert!(serving.bindings.as_ref().unwrap()["c"].metadata.is_empty());
+        assert!(cached.spec.extra.is_empty());
+        // what mode resolution and FUNC_CONTEXT read is unchanged
+        let name = "f";
+        assert_eq!(
+            crate::mode::resolve(name, "a", &cached.spec, "cluster.local"),
+            crate::mode::resolve(name, "a", &full, "cluster.local")
+        );
+        assert_eq!(
+            crate::func_context::func_context(name, &cached.spec),
+            crate::func_context::func_context(name, &full)
+        );
+    }
+
+    #[test]
+    fn documents_split_fast_path_and_yaml_agree() {
+        let text = "# header\n---\n{\"a\": 1, \"b\": [\"x\"]}\n---\na: 2\nb: |\n  line\n  ---x\n---\n# only a comment\n---\n{c: 3}\n";
+        let fast = parse_documents(text).unwrap();
+        let mut reader = text.as_bytes();
+        let yaml: Vec<Value> = serde_saphyr::read::<_, Value>(&mut reader)
+            .map(|d| d.unwrap())
+            .filter(|d| !d.is_null())
+            .collect();
+        assert_eq!(fast, yaml);
+        assert_eq!(fast.len(), 3);
+        assert_eq!(fast[1]["b"], "line\n---x\n");
+        // a marker with content on its line takes the YAML parser's path
+        assert_eq!(
+            parse_documents("--- {a: 1}\n--- {a: 2}\n").unwrap().len(),
+            2
+        );
     }
 
     #[test]
