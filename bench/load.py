@@ -10,7 +10,8 @@ product/floor ratio and the server's RSS. Also: throughput with 10 vs
 10,000 Functions, and start-to-ready with 1,000 Functions.
 
 Run through bench/load.sh (installs wrk and h2load, builds release).
-Environment: DURATION (seconds per run, default 10), QUICK=1 (fewer runs).
+Environment: DURATION (seconds per run, default 10), QUICK=1 (fewer runs),
+ONLY=startup (only start-to-ready and idle RSS with 1,000 and 10,000 Functions).
 """
 import json
 import os
@@ -148,7 +149,19 @@ def row(label, r):
     return f"| {label} | {r[0]:,.0f} | {r[1]:.2f} | {r[2]:.2f} |"
 
 
+def startup():
+    for n in (1000, 10000):
+        p = product(os.path.join(DATA, f"functions-{n}"))
+        ready = p.ready_after
+        time.sleep(1)
+        print(f"{n:,} Functions: start to ready {ready * 1000:.0f} ms, idle RSS {p.rss() / 1024:.1f} MiB")
+        p.stop()
+
+
 def main():
+    if os.environ.get("ONLY") == "startup":
+        startup()
+        return
     body = os.path.join(DATA, "pod.json")
     conc = [8] if QUICK else [1, 8, 64]
     results = []
@@ -186,12 +199,7 @@ def main():
           f"{scale[1][1][0]:,.0f} req/s; ratio {scale[1][1][0] / scale[0][1][0]:.2f} "
           f"(RSS {scale[1][2] / 1024:.1f} MiB with 100,000, start to ready {scale[1][3]:.1f} s)")
 
-    for n in (1000, 10000):
-        p = product(os.path.join(DATA, f"functions-{n}"))
-        ready = p.ready_after
-        time.sleep(1)
-        print(f"{n:,} Functions: start to ready {ready * 1000:.0f} ms, idle RSS {p.rss() / 1024:.1f} MiB")
-        p.stop()
+    startup()
 
 
 if __name__ == "__main__":
