@@ -978,7 +978,14 @@ pub async fn run_controller(
         image = %settings.proxy_image,
         "starting the controller"
     );
-    Controller::new(api::<Function>(&client, &ns), watcher::Config::default())
+    // The Functions' cache, without managedFields (often most of an object).
+    let (functions, function_writer) = reflector::store::<Function>();
+    let function_events = watcher(api::<Function>(&client, &ns), watcher::Config::default())
+        .default_backoff()
+        .modify(|f| f.managed_fields_mut().clear())
+        .reflect(function_writer)
+        .touched_objects();
+    Controller::for_stream(function_events, functions)
         .owns_stream(proxy_events)
         .owns_stream(service_events)
         .with_config(
