@@ -512,105 +512,11 @@ fn leaf_not_after(key: &CertifiedKey) -> Option<SystemTime> {
     key.cert.first().and_then(|c| cert_not_after(c.as_ref()))
 }
 
-/// Reads `notAfter` out of a DER X.509 certificate.
-///
-/// A minimal DER walk: Certificate ::= SEQUENCE { tbsCertificate SEQUENCE {
-/// [0] version OPTIONAL, serialNumber, signature, issuer, validity SEQUENCE {
-/// notBefore, notAfter }, ... }, ... }.
+/// Reads `notAfter` out of a DER X.509 certificate (with `x509-parser`).
 pub fn cert_not_after(der: &[u8]) -> Option<SystemTime> {
-    let (tag, cert, _) = der_tlv(der)?;
-    if tag != 0x30 {
-        return None;
-    }
-    let (tag, tbs, _) = der_tlv(cert)?;
-    if tag != 0x30 {
-        return None;
-    }
-    let mut rest = tbs;
-    let (tag, _, after) = der_tlv(rest)?;
-    if tag == 0xa0 {
-        rest = after; // explicit version
-    }
-    // serialNumber, signature, issuer
-    for expected in [0x02, 0x30, 0x30] {
-        let (tag, _, after) = der_tlv(rest)?;
-        if tag != expected {
-            return None;
-        }
-        rest = after;
-    }
-    let (tag, validity, _) = der_tlv(rest)?;
-    if tag != 0x30 {
-        return None;
-    }
-    let (_, _, after_not_before) = der_tlv(validity)?;
-    let (tag, time, _) = der_tlv(after_not_before)?;
-    parse_x509_time(tag, time)
-}
-
-/// Splits one DER TLV off `input`: (tag, contents, rest).
-fn der_tlv(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
-    let (&tag, input) = input.split_first()?;
-    let (&first, input) = input.split_first()?;
-    let (len, input) = if first < 0x80 {
-        (usize::from(first), input)
-    } else {
-        let n = usize::from(first & 0x7f);
-        if n == 0 || n > 4 || input.len() < n {
-            return None;
-        }
-        let len = input[..n]
-            .iter()
-            .fold(0usize, |acc, &b| (acc << 8) | usize::from(b));
-        (len, &input[n..])
-    };
-    if input.len() < len {
-        return None;
-    }
-    Some((tag, &input[..len], &input[len..]))
-}
-
-/// Parses UTCTime (`YYMMDDHHMMSSZ`) or GeneralizedTime (`YYYYMMDDHHMMSSZ`).
-fn parse_x509_time(tag: u8, value: &[u8]) -> Option<SystemTime> {
-    let s = std::str::from_utf8(value).ok()?;
-    let digits = s.strip_suffix('Z')?;
-    if !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let (year, rest) = match (tag, digits.len()) {
-        (0x17, 12) => {
-            let yy: i64 = digits[..2].parse().ok()?;
-            (if yy >= 50 { 1900 + yy } else { 2000 + yy }, &digits[2..])
-        }
-        (0x18, 14) => (digits[..4].parse().ok()?, &digits[4..]),
-        _ => return None,
-    };
-    let field = |i: usize| -> Option<i64> { rest.get(i..i + 2)?.parse().ok() };
-    let (month, day, hour, minute, second) =
-        (field(0)?, field(2)?, field(4)?, field(6)?, field(8)?);
-    if !(1..=12).contains(&month)
-        || !(1..=31).contains(&day)
-        || hour > 23
-        || minute > 59
-        || second > 60
-    {
-        return None;
-    }
-    let days = days_from_civil(year, month, day);
-    let secs = days * 86_400 + hour * 3600 + minute * 60 + second;
-    let secs = u64::try_from(secs).ok()?;
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let secs = u64::try_from(cert.validity().not_after.timestamp()).ok()?;
     Some(UNIX_EPOCH + Duration::from_secs(secs))
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant).
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
 }
 
 #[cfg(test)]
@@ -699,22 +605,7 @@ mod tests {
     }
 
     #[test]
-    fn x509_time_parsing() {
-        // 2049-12-31T23:59:59Z as UTCTime, 2050-01-01T00:00:00Z as GeneralizedTime.
-        let utc = parse_x509_time(0x17, b"491231235959Z").expect("utctime");
-        let gen_ = parse_x509_time(0x18, b"20500101000000Z").expect("generalized");
-        assert_eq!(
-            gen_.duration_since(utc).expect("later"),
-            Duration::from_secs(1)
-        );
-        assert_eq!(
-            gen_.duration_since(UNIX_EPOCH)
-                .expect("after epoch")
-                .as_secs(),
-            2_524_608_000
-        );
-        assert!(parse_x509_time(0x17, b"4912312359Z").is_none());
-        assert!(parse_x509_time(0x18, b"2050010100000aZ").is_none());
+    fn not_after_of_garbage_is_none() {
         assert!(cert_not_after(b"\x30\x03garbage").is_none());
         assert!(cert_not_after(&[]).is_none());
     }
