@@ -724,13 +724,11 @@ pub async fn maintain(
 /// Secret `secret_name` (see the module docs), starts [`maintain`] and
 /// returns the resolver serving the Secret's pair.
 pub async fn start(
+    client: kube::Client,
     args: &crate::cli::ServeArgs,
     secret_name: String,
 ) -> anyhow::Result<Arc<ReloadingResolver>> {
     use anyhow::Context;
-    let client = kube::Client::try_default()
-        .await
-        .context("no cluster configuration for the certificate Secret (use --tls-cert/--tls-key, or --local)")?;
     let namespace = args
         .cert_namespace
         .as_deref()

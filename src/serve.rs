@@ -41,7 +41,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         stopped(stop_rx.clone()),
     ));
 
-    let resolver = certificate(&args).await?;
+    // One client for the certificate bootstrap, the store and the controller.
+    let client = match &args.local {
+        Some(_) => None,
+        None => Some(kube::Client::try_default().await.context(
+            "no cluster configuration (kubeconfig or in-cluster); use --local DIR to run without a cluster",
+        )?),
+    };
+    let resolver = certificate(&args, client.as_ref()).await?;
     tokio::spawn(tls::watch(resolver.clone(), CERT_POLL_INTERVAL));
     {
         // Keep the expiry gauge right across reloads.
@@ -63,12 +70,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     };
     let tls_config = tls::server_config(resolver, client_ca.as_deref())?;
 
-    let (store, controller) = match &args.local {
-        Some(dir) => (FunctionStore::from_dir(dir)?, None),
-        None => {
-            let client = kube::Client::try_default()
-                .await
-                .context("no cluster configuration (kubeconfig or in-cluster); use --local DIR to run without a cluster")?;
+    let (store, controller) = match (&args.local, client) {
+        (Some(dir), _) => (FunctionStore::from_dir(dir)?, None),
+        (None, None) => unreachable!("a client is made whenever --local is absent"),
+        (None, Some(client)) => {
             let settings = args
                 .controller
                 .clone()
@@ -151,7 +156,10 @@ async fn stopped(mut rx: watch::Receiver<bool>) {
 
 /// The mounted pair; else, in a cluster, the pair kept in a Secret (see
 /// `certs`); else a self-signed one whose CA is written to disk.
-async fn certificate(args: &ServeArgs) -> anyhow::Result<Arc<ReloadingResolver>> {
+async fn certificate(
+    args: &ServeArgs,
+    client: Option<&kube::Client>,
+) -> anyhow::Result<Arc<ReloadingResolver>> {
     if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
         let r = ReloadingResolver::from_files(cert, key)
             .with_context(|| format!("loading {} and {}", cert.display(), key.display()))?;
@@ -162,8 +170,9 @@ async fn certificate(args: &ServeArgs) -> anyhow::Result<Arc<ReloadingResolver>>
         args.cert_secret.as_deref(),
         args.local.is_some(),
         certs::in_cluster(),
-    ) {
-        return certs::start(args, secret).await;
+    ) && let Some(client) = client
+    {
+        return certs::start(client.clone(), args, secret).await;
     }
     let names = vec!["localhost".to_owned()];
     let generated = tls::generate_ca_and_cert(&names, true)?;
