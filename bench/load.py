@@ -11,8 +11,15 @@ product/floor ratio and the server's RSS. Also: throughput with 10 vs
 
 Run through bench/load.sh (installs wrk and h2load, builds release).
 Environment: DURATION (seconds per run, default 10), QUICK=1 (fewer runs),
-ONLY=startup (only start-to-ready and idle RSS with 1,000 and 10,000 Functions).
+ONLY=startup (only start-to-ready and idle RSS with 1,000 and 10,000 Functions),
+ONLY=protocols (only the same-generator HTTP/1.1 vs HTTP/2 comparison).
+
+The HTTP/1.1-vs-HTTP/2 comparison uses one generator for both protocols
+(h2load, with --h1 for HTTP/1.1), the server pinned to CPU 0 and h2load to
+CPU 1, alternating runs, medians: wrk and h2load differ in their own CPU cost,
+which on a shared 2-core machine moves the server's throughput.
 """
+import statistics
 import json
 import os
 import re
@@ -84,21 +91,25 @@ class Proc:
             self.p.wait()
 
 
-def product(store_dir):
+def product(store_dir, pin=None):
     port, admin = free_port(), free_port()
     ca = tempfile.mktemp(suffix="-ca.pem")
-    p = Proc([BIN, "serve", "--local", store_dir, "--addr", f"127.0.0.1:{port}",
+    p = Proc(taskset(pin) + [BIN, "serve", "--local", store_dir, "--addr", f"127.0.0.1:{port}",
               "--admin-addr", f"127.0.0.1:{admin}", "--ca-out", ca, "--shutdown-delay", "0s"],
              ready_url=f"http://127.0.0.1:{admin}/readyz", timeout=600)
     p.url = f"https://127.0.0.1:{port}/mutate"
     return p
 
 
-def floor():
+def floor(pin=None):
     port = free_port()
-    p = Proc([FLOOR, f"127.0.0.1:{port}", tempfile.mktemp(suffix="-floor-ca.pem")], port=port)
+    p = Proc(taskset(pin) + [FLOOR, f"127.0.0.1:{port}", tempfile.mktemp(suffix="-floor-ca.pem")], port=port)
     p.url = f"https://127.0.0.1:{port}/mutate"
     return p
+
+
+def taskset(cpu):
+    return [] if cpu is None else ["taskset", "-c", str(cpu)]
 
 
 def to_ms(v):
@@ -145,6 +156,43 @@ def h2load(url, conns, body):
     return rps, pct(0.50), pct(0.99)
 
 
+def h2load_n(url, conns, body, requests, h1, pin):
+    """Fixed request count, one generator thread; returns req/s."""
+    argv = taskset(pin) + ["h2load", "-c", str(conns), "-m", "1", "-t", "1", "-n", str(requests),
+                           "--data", body, "-H", "content-type: application/json", url]
+    if h1:
+        argv.insert(len(taskset(pin)) + 1, "--h1")
+    out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+    failed = int(re.search(r"(\d+) failed", out).group(1))
+    if failed:
+        print(f"  h2load: {failed} failed requests")
+    return float(re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", out).group(1))
+
+
+def protocols():
+    """HTTP/1.1 vs HTTP/2 with the same generator, server and generator on separate CPUs."""
+    pin = 0 if (os.cpu_count() or 1) >= 2 else None
+    gen = 1 if pin is not None else None
+    body = os.path.join(DATA, "pod.json")
+    reps = 3 if QUICK else 5
+    requests = 3000 * DURATION
+    servers = [("product", product(os.path.join(DATA, "functions-10"), pin)), ("floor", floor(pin))]
+    print(f"\n## HTTP/1.1 vs HTTP/2, same generator (h2load; server on CPU {pin}, h2load on CPU {gen}; "
+          f"{reps} alternating runs of {requests:,} requests, medians)\n")
+    print("| server | concurrency | HTTP/1.1 req/s | HTTP/2 req/s | HTTP/2 / HTTP/1.1 (median of per-run ratios) |")
+    print("|---|---|---|---|---|")
+    for c in ([8] if QUICK else [1, 8, 64]):
+        for name, p in servers:
+            h1s, h2s = [], []
+            for _ in range(reps):
+                h1s.append(h2load_n(p.url, c, body, requests, True, gen))
+                h2s.append(h2load_n(p.url, c, body, requests, False, gen))
+            ratio = statistics.median(b / a for a, b in zip(h1s, h2s))
+            print(f"| {name} | {c} | {statistics.median(h1s):,.0f} | {statistics.median(h2s):,.0f} | {ratio:.2f} |")
+    for _, p in servers:
+        p.stop()
+
+
 def row(label, r):
     return f"| {label} | {r[0]:,.0f} | {r[1]:.2f} | {r[2]:.2f} |"
 
@@ -161,6 +209,9 @@ def startup():
 def main():
     if os.environ.get("ONLY") == "startup":
         startup()
+        return
+    if os.environ.get("ONLY") == "protocols":
+        protocols()
         return
     body = os.path.join(DATA, "pod.json")
     conc = [8] if QUICK else [1, 8, 64]
@@ -200,6 +251,7 @@ def main():
           f"(RSS {scale[1][2] / 1024:.1f} MiB with 100,000, start to ready {scale[1][3]:.1f} s)")
 
     startup()
+    protocols()
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@
 
 pub mod plan;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -384,6 +384,39 @@ impl Context {
             failures: Mutex::default(),
             reported: Mutex::default(),
         }
+    }
+
+    /// Drop the back-off counters and warning memos of Functions that are
+    /// gone: the controller is never called for a deleted Function, so
+    /// nothing else would remove them.
+    pub fn forget_deleted<'a>(&self, live: impl IntoIterator<Item = &'a Function>) {
+        let mut keys = HashSet::new();
+        let mut uids = HashSet::new();
+        for f in live {
+            keys.insert(format!(
+                "{}/{}",
+                f.namespace().unwrap_or_default(),
+                f.name_any()
+            ));
+            uids.insert(f.uid().unwrap_or_default());
+        }
+        if let Ok(mut m) = self.failures.lock() {
+            m.retain(|k, _| keys.contains(k));
+        }
+        if let Ok(mut m) = self.reported.lock() {
+            m.retain(|memo, _| {
+                memo.split_once('/')
+                    .is_some_and(|(uid, _)| uids.contains(uid))
+            });
+        }
+    }
+
+    /// Memo entries held (back-off counters, warning memos), for tests.
+    pub fn memo_sizes(&self) -> (usize, usize) {
+        (
+            self.failures.lock().map(|m| m.len()).unwrap_or_default(),
+            self.reported.lock().map(|m| m.len()).unwrap_or_default(),
+        )
     }
 
     /// Consecutive failed reconciles of `ns/name`.
@@ -824,6 +857,9 @@ where
     }
 }
 
+/// How often the memos of deleted Functions are dropped.
+const MEMO_PRUNE_INTERVAL: Duration = Duration::from_secs(60);
+
 /// Delay before the `failures`-th retry: 2 s, 4 s, 8 s, ... up to 5 min.
 pub fn backoff_delay(failures: u32) -> Duration {
     let exp = failures.saturating_sub(1).min(16);
@@ -985,6 +1021,18 @@ pub async fn run_controller(
         .modify(|f| f.managed_fields_mut().clear())
         .reflect(function_writer)
         .touched_objects();
+    let prune_task = {
+        let (functions, ctx) = (functions.clone(), ctx.clone());
+        tokio::spawn(async move {
+            if functions.wait_until_ready().await.is_err() {
+                return;
+            }
+            loop {
+                tokio::time::sleep(MEMO_PRUNE_INTERVAL).await;
+                ctx.forget_deleted(functions.state().iter().map(|f| f.as_ref()));
+            }
+        })
+    };
     Controller::for_stream(function_events, functions)
         .owns_stream(proxy_events)
         .owns_stream(service_events)
@@ -1008,6 +1056,7 @@ pub async fn run_controller(
         .await;
     workload_task.abort();
     gauge_task.abort();
+    prune_task.abort();
     info!("controller stopped");
     Ok(())
 }

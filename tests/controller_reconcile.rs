@@ -725,6 +725,31 @@ async fn errors_requeue_with_exponential_backoff() {
     );
 }
 
+#[tokio::test]
+async fn memos_of_deleted_functions_are_forgotten() {
+    let mut h = Harness::new();
+    // a warning memo for `kept` (an invalid annotation was reported) ...
+    let mut kept = cron();
+    set_annotation(&mut kept, "openfunction.io/enable-dapr", "yes");
+    h.reconcile_ok(&kept).await;
+    // ... and back-off counters for `kept` and for `gone`, another Function
+    let mut gone = cron();
+    gone.metadata.name = Some("gone".into());
+    gone.metadata.uid = Some("uid-of-gone".into());
+    let err = controller::Error::NotNamespaced("x".into());
+    for f in [&kept, &gone] {
+        controller::error_policy(Arc::new(f.clone()), &err, h.ctx.clone());
+    }
+    assert_eq!(h.ctx.memo_sizes(), (2, 1));
+    h.ctx.forget_deleted([&kept]);
+    assert_eq!(h.ctx.failures("ns/cron-input-kafka-output"), 1);
+    assert_eq!(h.ctx.failures("ns/gone"), 0);
+    assert_eq!(h.ctx.memo_sizes(), (1, 1));
+    // `kept` deleted as well: nothing is left
+    h.ctx.forget_deleted([]);
+    assert_eq!(h.ctx.memo_sizes(), (0, 0));
+}
+
 // ------------------------------------------- the whole controller, run()
 
 fn function_path(name: &str) -> String {
