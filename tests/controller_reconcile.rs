@@ -727,7 +727,7 @@ async fn errors_requeue_with_exponential_backoff() {
 
 #[tokio::test]
 async fn memos_of_deleted_functions_are_forgotten() {
-    let mut h = Harness::new();
+    let h = Harness::new();
     // a warning memo for `kept` (an invalid annotation was reported) ...
     let mut kept = cron();
     set_annotation(&mut kept, "openfunction.io/enable-dapr", "yes");
