@@ -2,6 +2,8 @@
 # Load benchmark over TLS: the product against the floor. See bench/load.py.
 #   bench/load.sh                 # 10 s per run
 #   DURATION=5 QUICK=1 bench/load.sh
+#   ONLY=startup bench/load.sh     # start-to-ready and idle RSS only
+#   ONLY=protocols bench/load.sh   # HTTP/1.1 vs HTTP/2, same generator, pinned CPUs
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
