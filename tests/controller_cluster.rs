@@ -16,6 +16,8 @@
 //! `$OPENFUNCTION_CRD`, else `../shared/fixtures/openfunction-v0.8.0/crds/`)
 //! and left in place. No pod needs to run: only objects are checked.
 
+mod common;
+
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::time::{Duration, Instant};
@@ -34,6 +36,8 @@ use openfunction_dapr::controller::{self, ControllerSettings};
 use openfunction_dapr::function::Function;
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
+
+use common::harness::fixture_function;
 
 const CRD_NAME: &str = "functions.core.openfunction.io";
 /// Creating objects, the controller starting and acting.
@@ -228,17 +232,7 @@ impl Env {
     }
 
     async fn create_function(&self, file: &str, name: &str) -> Function {
-        let path = format!(
-            "{}/tests/fixtures/functions/{file}",
-            env!("CARGO_MANIFEST_DIR")
-        );
-        let text = std::fs::read_to_string(path).unwrap();
-        let mut f: Function = serde_saphyr::from_multiple::<Value>(&text)
-            .unwrap()
-            .into_iter()
-            .map(|v| serde_json::from_value::<Function>(v).unwrap())
-            .find(|f| f.metadata.name.as_deref() == Some(name))
-            .unwrap();
+        let mut f = fixture_function(file, name);
         f.metadata.namespace = Some(self.ns.clone());
         self.api::<Function>()
             .create(&PostParams::default(), &f)

@@ -7,17 +7,21 @@
 //! lease settings (2 s lease, 1 s grace, 400 ms request timeout) keep the
 //! tests quick; the production numbers scale the same way.
 
+mod common;
+
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use http::{Request, Response, StatusCode};
+use http::Request;
 use http_body_util::BodyExt;
 use kube::Client;
 use kube::client::Body;
 use openfunction_dapr::leader::{LeaderSettings, run_while_leader};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
+
+use common::fake_api::mock_client;
 
 const LEASE: &str = "/apis/coordination.k8s.io/v1/namespaces/lease-ns/leases/test-lease";
 const LEASES: &str = "/apis/coordination.k8s.io/v1/namespaces/lease-ns/leases";
@@ -59,24 +63,14 @@ fn status(code: u16, reason: &str) -> (u16, Value) {
 
 impl FakeLeases {
     fn client(&self) -> Client {
-        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
         let fake = self.clone();
-        tokio::spawn(async move {
-            while let Some((req, send)) = handle.next_request().await {
-                let fake = fake.clone();
-                tokio::spawn(async move {
-                    let (code, body) = fake.handle(req).await;
-                    send.send_response(
-                        Response::builder()
-                            .status(StatusCode::from_u16(code).unwrap())
-                            .header("content-type", "application/json")
-                            .body(Body::from(serde_json::to_vec(&body).unwrap()))
-                            .unwrap(),
-                    );
-                });
+        mock_client(move |req| {
+            let fake = fake.clone();
+            async move {
+                let (code, body) = fake.handle(req).await;
+                (code, serde_json::to_vec(&body).unwrap())
             }
-        });
-        Client::new(service, "default")
+        })
     }
 
     fn holder(&self) -> Option<String> {

@@ -18,16 +18,15 @@ use openfunction_dapr::tls::{
     GeneratedCerts, ReloadingResolver, generate_ca_and_cert, server_config, service_dns_names,
 };
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, oneshot};
 use tokio::task::JoinHandle;
-use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
 use common::secret_volume::SecretVolume;
-use common::webhook::{client_identity, read_response};
+use common::webhook::{self, client_identity, read_response};
 
 /// The name the tests reach the server by (resolved to the loopback address).
 const HOST: &str = "webhook.openfunction.svc";
@@ -149,36 +148,20 @@ fn client(ca_pem: &str, addr: SocketAddr, http1_only: bool) -> reqwest::Client {
     builder.build().expect("client")
 }
 
-/// A raw TLS connection trusting `ca_pems`, offering `alpn`.
+/// A raw TLS connection to [`HOST`] trusting `ca_pems`, offering `alpn`.
 async fn tls_connect(
     addr: SocketAddr,
     ca_pems: &[&str],
     alpn: &[&[u8]],
 ) -> std::io::Result<TlsStream<TcpStream>> {
-    let mut roots = rustls::RootCertStore::empty();
-    for pem in ca_pems {
-        roots.add(pem_cert(pem)).expect("root");
-    }
-    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("versions")
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    connect_with(addr, config).await
+    connect_with(addr, webhook::client_config(ca_pems, alpn)).await
 }
 
 async fn connect_with(
     addr: SocketAddr,
     config: rustls::ClientConfig,
 ) -> std::io::Result<TlsStream<TcpStream>> {
-    let tcp = TcpStream::connect(addr).await?;
-    let name = ServerName::try_from(HOST).expect("server name");
-    TlsConnector::from(Arc::new(config))
-        .connect(name, tcp)
-        .await
+    webhook::connect_as(addr, HOST, config).await
 }
 
 /// The leaf certificate a fresh TLS connection is served.

@@ -182,26 +182,11 @@ impl FakeApi {
 
     /// Another in-process client of this fake (e.g. a second replica).
     pub fn client(&self) -> Client {
-        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
         let f = self.clone();
-        tokio::spawn(async move {
-            while let Some((req, send)) = handle.next_request().await {
-                let f = f.clone();
-                // one task per request, so that a (long-polled) watch does
-                // not hold up the others
-                tokio::spawn(async move {
-                    let (code, body) = f.handle(req).await;
-                    send.send_response(
-                        Response::builder()
-                            .status(StatusCode::from_u16(code).unwrap())
-                            .header("content-type", "application/json")
-                            .body(Body::from(body))
-                            .unwrap(),
-                    );
-                });
-            }
-        });
-        Client::new(service, "default")
+        mock_client(move |req| {
+            let f = f.clone();
+            async move { f.handle(req).await }
+        })
     }
 
     /// Serve this fake over plain HTTP/1.1 on `addr` (`127.0.0.1:0` for
@@ -909,4 +894,31 @@ impl State {
             _ => status(405, "MethodNotAllowed", call.method.clone()),
         }
     }
+}
+
+/// A kube Client whose requests `handle` answers in-process with (status,
+/// JSON body) (kube-rs' tower-test mock service). One task per request, so
+/// that a long-polled watch does not hold up the others.
+pub fn mock_client<H, Fut>(handle: H) -> Client
+where
+    H: Fn(Request<Body>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = (u16, Vec<u8>)> + Send + 'static,
+{
+    let (service, mut requests) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    tokio::spawn(async move {
+        while let Some((req, send)) = requests.next_request().await {
+            let answer = handle(req);
+            tokio::spawn(async move {
+                let (code, body) = answer.await;
+                send.send_response(
+                    Response::builder()
+                        .status(StatusCode::from_u16(code).unwrap())
+                        .header("content-type", "application/json")
+                        .body(Body::from(body))
+                        .unwrap(),
+                );
+            });
+        }
+    });
+    Client::new(service, "default")
 }

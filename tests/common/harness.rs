@@ -119,18 +119,24 @@ impl Harness {
     }
 }
 
-pub fn function(file: &str, name: &str) -> Function {
+/// The Function `name` from `tests/fixtures/functions/<file>`, as written.
+pub fn fixture_function(file: &str, name: &str) -> Function {
     let path = format!(
         "{}/tests/fixtures/functions/{file}",
         env!("CARGO_MANIFEST_DIR")
     );
     let text = std::fs::read_to_string(path).unwrap();
-    let mut f: Function = serde_saphyr::from_multiple::<Value>(&text)
+    serde_saphyr::from_multiple::<Value>(&text)
         .unwrap()
         .into_iter()
         .map(|v| serde_json::from_value::<Function>(v).unwrap())
         .find(|f| f.metadata.name.as_deref() == Some(name))
-        .unwrap();
+        .unwrap()
+}
+
+/// A fixture Function as the API server would hand it over in [`NS`].
+pub fn function(file: &str, name: &str) -> Function {
+    let mut f = fixture_function(file, name);
     f.metadata.namespace = Some(NS.into());
     f.metadata.uid = Some(FN_UID.into());
     f.metadata.generation = Some(1);

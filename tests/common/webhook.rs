@@ -182,6 +182,11 @@ pub async fn tls_connect(
     ca_pems: &[&str],
     alpn: &[&[u8]],
 ) -> std::io::Result<TlsStream<TcpStream>> {
+    connect_as(addr, "localhost", client_config(ca_pems, alpn)).await
+}
+
+/// A client configuration trusting only `ca_pems`, offering `alpn`.
+pub fn client_config(ca_pems: &[&str], alpn: &[&[u8]]) -> rustls::ClientConfig {
     init_crypto();
     let mut roots = rustls::RootCertStore::empty();
     for pem in ca_pems {
@@ -197,9 +202,19 @@ pub async fn tls_connect(
     .with_root_certificates(roots)
     .with_no_client_auth();
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    config
+}
+
+/// A TLS connection to `addr` with `config`, checking the certificate for `name`.
+pub async fn connect_as(
+    addr: SocketAddr,
+    name: &str,
+    config: rustls::ClientConfig,
+) -> std::io::Result<TlsStream<TcpStream>> {
     let tcp = TcpStream::connect(addr).await?;
+    let name = ServerName::try_from(name.to_owned()).expect("server name");
     TlsConnector::from(Arc::new(config))
-        .connect(ServerName::try_from("localhost").expect("name"), tcp)
+        .connect(name, tcp)
         .await
 }
 
