@@ -393,11 +393,7 @@ impl Context {
         let mut keys = HashSet::new();
         let mut uids = HashSet::new();
         for f in live {
-            keys.insert(format!(
-                "{}/{}",
-                f.namespace().unwrap_or_default(),
-                f.name_any()
-            ));
+            keys.insert(failure_key(f));
             uids.insert(f.uid().unwrap_or_default());
         }
         if let Ok(mut m) = self.failures.lock() {
@@ -530,7 +526,7 @@ pub async fn reconcile(func: Arc<Function>, ctx: Arc<Context>) -> Result<Action,
         if result.is_ok()
             && let Ok(mut f) = ctx.failures.lock()
         {
-            f.remove(&format!("{namespace}/{name}"));
+            f.remove(&failure_key(&func));
         }
         result.map(|()| Action::requeue(ctx.resync))
     }
@@ -866,13 +862,18 @@ pub fn backoff_delay(failures: u32) -> Duration {
     BASE_BACKOFF.saturating_mul(1u32 << exp).min(MAX_BACKOFF)
 }
 
-/// Requeue a failed Function with a per-Function exponential back-off.
-pub fn error_policy(func: Arc<Function>, err: &Error, ctx: Arc<Context>) -> Action {
-    let key = format!(
+/// The back-off counter's key of a Function: `ns/name`.
+fn failure_key(func: &Function) -> String {
+    format!(
         "{}/{}",
         func.namespace().unwrap_or_default(),
         func.name_any()
-    );
+    )
+}
+
+/// Requeue a failed Function with a per-Function exponential back-off.
+pub fn error_policy(func: Arc<Function>, err: &Error, ctx: Arc<Context>) -> Action {
+    let key = failure_key(&func);
     let failures = ctx
         .failures
         .lock()
