@@ -14,7 +14,7 @@ use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder;
-use openfunction_dapr::tls::{self, ReloadingResolver};
+use openfunction_dapr::ops::tls::{self, ReloadingResolver};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 

@@ -12,9 +12,9 @@ use std::process::Command;
 use std::sync::Arc;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use openfunction_dapr::function::Function;
-use openfunction_dapr::store::FunctionStore;
+use openfunction_dapr::model::function::Function;
 use openfunction_dapr::webhook::Webhook;
+use openfunction_dapr::webhook::store::FunctionStore;
 use serde_json::json;
 
 fn data_dir() -> PathBuf {

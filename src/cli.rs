@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::mode::DEFAULT_CLUSTER_DOMAIN;
+use crate::model::mode::DEFAULT_CLUSTER_DOMAIN;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -96,21 +96,21 @@ pub struct ServeArgs {
     #[arg(long, env = "POD_NAMESPACE", value_name = "NS")]
     pub cert_namespace: Option<String>,
     /// The webhook's Service: the DNS names of a generated certificate.
-    #[arg(long, default_value = crate::certs::DEFAULT_SERVICE_NAME, value_name = "NAME")]
+    #[arg(long, default_value = crate::ops::certs::DEFAULT_SERVICE_NAME, value_name = "NAME")]
     pub webhook_service: String,
     /// With a generated certificate: the MutatingWebhookConfiguration whose
     /// caBundle is kept set to its CA (empty: leave caBundle alone).
-    #[arg(long, default_value = crate::certs::DEFAULT_WEBHOOK_CONFIG_NAME, value_name = "NAME")]
+    #[arg(long, default_value = crate::ops::certs::DEFAULT_WEBHOOK_CONFIG_NAME, value_name = "NAME")]
     pub webhook_config_name: String,
 }
 
 #[derive(Args, Debug, Clone)]
 pub struct CertsArgs {
     /// Name of the webhook's Service.
-    #[arg(long, default_value = crate::certs::DEFAULT_SERVICE_NAME)]
+    #[arg(long, default_value = crate::ops::certs::DEFAULT_SERVICE_NAME)]
     pub service: String,
     /// Namespace of the Service.
-    #[arg(long, default_value = crate::certs::DEFAULT_NAMESPACE)]
+    #[arg(long, default_value = crate::ops::certs::DEFAULT_NAMESPACE)]
     pub namespace: String,
     /// Directory for ca.crt, tls.crt and tls.key (created if missing).
     #[arg(long, value_name = "DIR")]
@@ -129,7 +129,7 @@ pub struct InjectArgs {
     #[arg(long, default_value = DEFAULT_CLUSTER_DOMAIN)]
     pub cluster_domain: String,
     /// Image of the Dapr proxy container.
-    #[arg(long, default_value = crate::proxy::DEFAULT_PROXY_IMAGE)]
+    #[arg(long, default_value = crate::controller::resources::DEFAULT_PROXY_IMAGE)]
     pub proxy_image: String,
 }
 
@@ -193,9 +193,12 @@ mod tests {
         assert_eq!(args.cert_secret.as_deref(), Some("s"));
         assert_eq!(
             args.webhook_config_name,
-            crate::certs::DEFAULT_WEBHOOK_CONFIG_NAME
+            crate::ops::certs::DEFAULT_WEBHOOK_CONFIG_NAME
         );
-        assert_eq!(args.webhook_service, crate::certs::DEFAULT_SERVICE_NAME);
+        assert_eq!(
+            args.webhook_service,
+            crate::ops::certs::DEFAULT_SERVICE_NAME
+        );
         // A Secret makes no sense with mounted files or without a cluster.
         assert!(
             Cli::try_parse_from([

@@ -6,15 +6,15 @@ use std::collections::BTreeSet;
 
 use serde_json::Value;
 
-use crate::admission::{function_warnings, mutate_workload};
-use crate::function::{Function, Serving};
-use crate::mode::{Mode, resolve};
-use crate::patch;
-use crate::proxy::{
+use crate::controller::resources::{
     ProxySettings, desired_function_service, desired_proxy_deployment, proxy_replicas,
 };
-use crate::store::{FunctionStore, Lookup, parse_documents};
-use crate::workload::{Classification, Kind, classify};
+use crate::model::function::{Function, Serving};
+use crate::model::mode::{Mode, resolve};
+use crate::model::workload::{Classification, Kind, classify};
+use crate::webhook::admission::{function_warnings, mutate_workload};
+use crate::webhook::patch;
+use crate::webhook::store::{FunctionStore, Lookup, parse_documents};
 
 /// One input file: its display name (`-` for stdin) and its text.
 pub struct Input {

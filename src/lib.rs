@@ -1,28 +1,20 @@
-//! openfunction-dapr: a mutating admission webhook and a companion
-//! controller that wire OpenFunction functions to Dapr, either through a
-//! per-pod sidecar or through one shared Dapr proxy per function.
+//! openfunction-dapr wires OpenFunction functions to Dapr: a mutating
+//! admission webhook, a companion controller and (in standalone mode) the
+//! data plane beside the shared daprd.
 //!
-//! The pure logic lives in [`mode`], [`func_context`], [`workload`],
-//! [`patch`] and [`proxy`]; IO lives in [`store`], [`webhook`], [`tls`]
-//! and [`controller`].
+//! Dependencies flow one way, top to bottom:
+//!
+//! - [`cli`], [`serve`], [`inject`], [`metrics`]: the process (flags,
+//!   wiring, the offline command, the Prometheus registry);
+//! - [`webhook`], [`controller`]: the two parts `serve` runs;
+//! - [`ops`]: TLS, certificates, leader election, the HTTP servers;
+//! - [`model`]: the Function and everything derived from it, pure.
 
-pub mod admission;
-pub mod certs;
 pub mod cli;
 pub mod controller;
-pub mod crd;
-pub mod func_context;
-pub mod function;
 pub mod inject;
-pub mod leader;
 pub mod metrics;
-pub mod mode;
-pub mod patch;
-pub mod proxy;
-pub mod prune;
+pub mod model;
+pub mod ops;
 pub mod serve;
-pub mod server;
-pub mod store;
-pub mod tls;
 pub mod webhook;
-pub mod workload;

@@ -3,8 +3,8 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use openfunction_dapr::cli::{CertsArgs, Cli, Command, InjectArgs, LogFormat};
+use openfunction_dapr::controller::resources::ProxySettings;
 use openfunction_dapr::inject::{self, Input};
-use openfunction_dapr::proxy::ProxySettings;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -24,7 +24,7 @@ fn main() -> ExitCode {
             Command::Serve(args) => openfunction_dapr::serve::run(*args).await,
             Command::Inject(args) => run_inject(args).await,
             Command::Crd => {
-                print!("{}", openfunction_dapr::crd::function_crd_yaml());
+                print!("{}", openfunction_dapr::model::crd::function_crd_yaml());
                 Ok(())
             }
             Command::Certs(args) => run_certs(&args),
@@ -70,7 +70,7 @@ async fn run_inject(args: InjectArgs) -> anyhow::Result<()> {
 }
 
 fn run_certs(args: &CertsArgs) -> anyhow::Result<()> {
-    use openfunction_dapr::certs;
+    use openfunction_dapr::ops::certs;
     let generated = certs::write_files(&args.service, &args.namespace, &args.out_dir, args.force)?;
     let dir = args.out_dir.display();
     let not_after = generated

@@ -240,7 +240,7 @@ impl Observer for Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mode::Mode;
+    use crate::model::mode::Mode;
     use crate::webhook::{Outcome, SkipReason};
 
     #[test]

@@ -11,13 +11,13 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use crate::certs;
 use crate::cli::ServeArgs;
 use crate::controller;
 use crate::metrics::Metrics;
-use crate::server::{self, Health, ServeOptions};
-use crate::store::FunctionStore;
-use crate::tls::{self, ReloadingResolver};
+use crate::ops::certs;
+use crate::ops::server::{self, Health, ServeOptions};
+use crate::ops::tls::{self, ReloadingResolver};
+use crate::webhook::store::FunctionStore;
 use crate::webhook::{self, Webhook};
 
 /// How often mounted certificate files are checked for a new pair.
@@ -172,7 +172,12 @@ async fn certificate(
         certs::in_cluster(),
     ) && let Some(client) = client
     {
-        return certs::start(client.clone(), args, secret).await;
+        let target = certs::CertTarget {
+            namespace: args.cert_namespace.as_deref(),
+            service: &args.webhook_service,
+            webhook_config_name: &args.webhook_config_name,
+        };
+        return certs::start(client.clone(), &target, secret).await;
     }
     let names = vec!["localhost".to_owned()];
     let generated = tls::generate_ca_and_cert(&names, true)?;

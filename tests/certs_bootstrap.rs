@@ -1,4 +1,4 @@
-//! The certificate bootstrap (`openfunction_dapr::certs`) against a fake API
+//! The certificate bootstrap (`openfunction_dapr::ops::certs`) against a fake API
 //! server (a `tower-test` mock behind a real `kube::Client`) that keeps one
 //! Secret and one MutatingWebhookConfiguration, enforces `resourceVersion`
 //! on updates, answers `409` like the real one, and records every request.
@@ -10,8 +10,8 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use http::{Method, Request, Response, StatusCode};
 use kube::client::Body;
-use openfunction_dapr::certs::{self, BootstrapSettings, Bundle};
-use openfunction_dapr::tls::{self, ReloadingResolver};
+use openfunction_dapr::ops::certs::{self, BootstrapSettings, Bundle};
+use openfunction_dapr::ops::tls::{self, ReloadingResolver};
 use serde_json::{Value, json};
 use tower_test::mock;
 

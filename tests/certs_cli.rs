@@ -3,7 +3,7 @@
 use std::process::Command;
 use std::sync::Arc;
 
-use openfunction_dapr::tls;
+use openfunction_dapr::ops::tls;
 use rustls::RootCertStore;
 use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::ServerCertVerifier;
@@ -76,6 +76,6 @@ fn crd_prints_the_checked_in_crd() {
     assert!(out.status.success());
     assert_eq!(
         String::from_utf8(out.stdout).unwrap(),
-        openfunction_dapr::crd::function_crd_yaml()
+        openfunction_dapr::model::crd::function_crd_yaml()
     );
 }

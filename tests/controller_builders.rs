@@ -1,4 +1,4 @@
-//! Golden tests of the pure proxy builders (`openfunction_dapr::proxy`).
+//! Golden tests of the pure proxy builders (`openfunction_dapr::controller::resources`).
 //!
 //! Every Function in `tests/fixtures/functions/` is built with both
 //! runtimes, plus variants (app-id override, replicas annotation, http vs
@@ -11,11 +11,11 @@ use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Service;
-use openfunction_dapr::function::Function;
-use openfunction_dapr::mode::is_dns1123_label;
-use openfunction_dapr::proxy::{
+use openfunction_dapr::controller::resources::{
     self, ProxySettings, desired_function_service, desired_proxy_deployment, is_owned_by,
 };
+use openfunction_dapr::model::function::Function;
+use openfunction_dapr::model::mode::is_dns1123_label;
 use serde_json::Value;
 
 const NAMESPACE: &str = "demo";
@@ -168,7 +168,7 @@ fn replicas_annotation() {
         1
     );
     assert_eq!(
-        proxy::function_warnings(&f, &ProxySettings::default()).len(),
+        resources::function_warnings(&f, &ProxySettings::default()).len(),
         1
     );
 }
@@ -199,7 +199,7 @@ fn custom_settings() {
     let settings = ProxySettings {
         image: "registry.example.org/dapr-proxy:v0.2.0".into(),
         cluster_domain: "corp.local".into(),
-        resources: proxy::ProxyResources {
+        resources: resources::ProxyResources {
             cpu_request: Some("100m".into()),
             memory_request: Some("128Mi".into()),
             cpu_limit: Some("500m".into()),

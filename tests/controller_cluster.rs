@@ -33,7 +33,7 @@ use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams
 use kube::core::ApiResource;
 use kube::{Client, ResourceExt};
 use openfunction_dapr::controller::{self, ControllerSettings};
-use openfunction_dapr::function::Function;
+use openfunction_dapr::model::function::Function;
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 

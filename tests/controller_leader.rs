@@ -1,4 +1,4 @@
-//! Leader election (`openfunction_dapr::leader`) against a fake Lease API.
+//! Leader election (`openfunction_dapr::ops::leader`) against a fake Lease API.
 //!
 //! The fake keeps one `coordination.k8s.io/v1` Lease and answers GET, POST,
 //! server-side apply (with the field-ownership conflict a real API server
@@ -17,7 +17,7 @@ use http::Request;
 use http_body_util::BodyExt;
 use kube::Client;
 use kube::client::Body;
-use openfunction_dapr::leader::{LeaderSettings, run_while_leader};
+use openfunction_dapr::ops::leader::{LeaderSettings, run_while_leader};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 

@@ -20,9 +20,9 @@ use common::fake_api::{Call, FakeApi};
 use common::harness::*;
 use kube::runtime::controller::Action;
 use openfunction_dapr::controller::plan::with_applied_hash;
+use openfunction_dapr::controller::resources::{self, ProxySettings};
 use openfunction_dapr::controller::{self, ControllerSettings, FIELD_MANAGER, ROLL_FIELD_MANAGER};
-use openfunction_dapr::function::Function;
-use openfunction_dapr::proxy::{self, ProxySettings};
+use openfunction_dapr::model::function::Function;
 use serde_json::{Value, json};
 
 // ---------------------------------------------------------- expectations
@@ -143,7 +143,7 @@ fn assert_calls(calls: &[Call], expected: Vec<Expect>) {
 }
 
 fn desired_deployment(f: &Function) -> Value {
-    serde_json::to_value(with_applied_hash(proxy::desired_proxy_deployment(
+    serde_json::to_value(with_applied_hash(resources::desired_proxy_deployment(
         f,
         &ProxySettings::default(),
     )))
@@ -152,7 +152,7 @@ fn desired_deployment(f: &Function) -> Value {
 
 fn desired_service(f: &Function) -> Value {
     serde_json::to_value(with_applied_hash(
-        proxy::desired_function_service(f, &ProxySettings::default()).unwrap(),
+        resources::desired_function_service(f, &ProxySettings::default()).unwrap(),
     ))
     .unwrap()
 }

@@ -35,9 +35,9 @@ use std::time::{Duration, Instant};
 
 use common::fake_api::{Call, FakeApi};
 use common::harness::{cron, function};
+use openfunction_dapr::controller::resources;
 use openfunction_dapr::controller::{self, ControllerMetrics, ControllerSettings, FIELD_MANAGER};
-use openfunction_dapr::function::Function;
-use openfunction_dapr::proxy;
+use openfunction_dapr::model::function::Function;
 use tracing::Subscriber;
 use tracing::span::{Attributes, Id};
 use tracing::subscriber::Interest;
@@ -147,13 +147,13 @@ fn function_path(ns: &str, name: &str) -> String {
 fn deploy_path(ns: &str, function: &str) -> String {
     format!(
         "/apis/apps/v1/namespaces/{ns}/deployments/{}",
-        proxy::proxy_deployment_name(function)
+        resources::proxy_deployment_name(function)
     )
 }
 fn service_path(ns: &str, function: &str) -> String {
     format!(
         "/api/v1/namespaces/{ns}/services/{}",
-        proxy::function_service_name(function)
+        resources::function_service_name(function)
     )
 }
 fn events_path(ns: &str) -> String {
@@ -590,10 +590,13 @@ async fn scale(label: &str, ns: &str, n: usize, limit: Duration) -> Figures {
     for f in &funcs {
         let mut want = BTreeSet::from([(
             "Deployment".to_owned(),
-            proxy::proxy_deployment_name(&f.name),
+            resources::proxy_deployment_name(&f.name),
         )]);
         if f.is_async {
-            want.insert(("Service".to_owned(), proxy::function_service_name(&f.name)));
+            want.insert((
+                "Service".to_owned(),
+                resources::function_service_name(&f.name),
+            ));
         }
         assert_eq!(per_function[&f.name], want, "Events of {}", f.name);
     }

@@ -20,8 +20,8 @@ use std::path::Path;
 mod common;
 
 use common::real_crd::{self, function_from};
-use openfunction_dapr::crd;
-use openfunction_dapr::function::{DaprComponent, DaprIo, FunctionSpec, ServingSpec};
+use openfunction_dapr::model::crd;
+use openfunction_dapr::model::function::{DaprComponent, DaprIo, FunctionSpec, ServingSpec};
 use serde_json::{Value, json};
 
 const MANIFEST_DIR: &str = env!("CARGO_MANIFEST_DIR");

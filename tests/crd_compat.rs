@@ -5,7 +5,7 @@
 
 mod common;
 
-use openfunction_dapr::function::Function;
+use openfunction_dapr::model::function::Function;
 use serde_json::Value;
 
 fn round_trips(doc: &Value, label: &str) {

@@ -6,9 +6,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use base64::Engine;
-use openfunction_dapr::server::{self, ServeOptions};
-use openfunction_dapr::store::FunctionStore;
-use openfunction_dapr::tls::{self, ReloadingResolver};
+use openfunction_dapr::ops::server::{self, ServeOptions};
+use openfunction_dapr::ops::tls::{self, ReloadingResolver};
+use openfunction_dapr::webhook::store::FunctionStore;
 use openfunction_dapr::webhook::{self, Webhook};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;

@@ -21,8 +21,8 @@ use common::harness::cron;
 use common::serve_bin::{Serve, free_addr};
 use common::webhook::{https_client, patch_of, post_json};
 use openfunction_dapr::controller::{self, ControllerSettings};
-use openfunction_dapr::store::FunctionStore;
 use openfunction_dapr::webhook::Webhook;
+use openfunction_dapr::webhook::store::FunctionStore;
 use serde_json::{Value, json};
 
 fn function_path(ns: &str, name: &str) -> String {

@@ -17,8 +17,8 @@ use common::webhook::{
     WebhookServer, example_review, examples_store, https_client, localhost_certs, patch_of,
     post_json, raw_request, tls_connect,
 };
-use openfunction_dapr::server::ServeOptions;
-use openfunction_dapr::tls::{self, GeneratedCerts, ReloadingResolver};
+use openfunction_dapr::ops::server::ServeOptions;
+use openfunction_dapr::ops::tls::{self, GeneratedCerts, ReloadingResolver};
 use openfunction_dapr::webhook::Webhook;
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;

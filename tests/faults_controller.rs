@@ -22,9 +22,9 @@ use common::fake_api::{Call, FakeApi};
 use common::harness::*;
 use kube::runtime::controller::Action;
 use openfunction_dapr::controller::plan::with_applied_hash;
+use openfunction_dapr::controller::resources::{self, ProxySettings};
 use openfunction_dapr::controller::{self, ControllerSettings};
-use openfunction_dapr::function::Function;
-use openfunction_dapr::proxy::{self, ProxySettings};
+use openfunction_dapr::model::function::Function;
 use serde_json::{Value, json};
 
 fn proxy_path() -> String {
@@ -47,7 +47,7 @@ fn summary(calls: &[Call]) -> Vec<String> {
 }
 
 fn desired_deployment(f: &Function) -> Value {
-    serde_json::to_value(with_applied_hash(proxy::desired_proxy_deployment(
+    serde_json::to_value(with_applied_hash(resources::desired_proxy_deployment(
         f,
         &ProxySettings::default(),
     )))

@@ -18,7 +18,7 @@ use common::webhook::{
     WebhookServer, example_review, examples_store, expect_closed, patch_of, raw_request,
     read_response, tls_connect,
 };
-use openfunction_dapr::server::ServeOptions;
+use openfunction_dapr::ops::server::ServeOptions;
 use openfunction_dapr::webhook::MAX_BODY_BYTES;
 use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;

@@ -12,8 +12,8 @@ use std::path::Path;
 use std::process::Command;
 
 use clap::Parser;
-use openfunction_dapr::certs;
 use openfunction_dapr::cli::{Cli, Command as Sub, LogFormat, ServeArgs};
+use openfunction_dapr::ops::certs;
 use openfunction_dapr::webhook::MUTATE_PATH;
 use serde_json::{Value, json};
 
@@ -161,7 +161,8 @@ fn default_install_has_every_object() {
 
     // Only the Function CRD, exactly the generated one.
     let crd = one(&docs, "CustomResourceDefinition");
-    let mut generated = serde_json::to_value(openfunction_dapr::crd::function_crd()).unwrap();
+    let mut generated =
+        serde_json::to_value(openfunction_dapr::model::crd::function_crd()).unwrap();
     generated["metadata"]["labels"] = json!({"app.kubernetes.io/part-of": "openfunction-dapr"});
     assert_eq!(crd, &generated);
 }
@@ -560,7 +561,7 @@ fn rbac_is_the_documented_least_privilege() {
         certs::bootstrap_secret(args.cert_secret.as_deref(), false, true).as_deref(),
         Some(certs::DEFAULT_SECRET_NAME)
     );
-    assert_eq!(openfunction_dapr::leader::DEFAULT_LEASE_NAME, LEASE);
+    assert_eq!(openfunction_dapr::ops::leader::DEFAULT_LEASE_NAME, LEASE);
 }
 
 #[test]
@@ -603,7 +604,7 @@ fn cert_manager_overlay() {
 
     // For the Service's names, from the CA Issuer.
     let svc = one(&docs, "Service");
-    let names = openfunction_dapr::tls::service_dns_names(
+    let names = openfunction_dapr::ops::tls::service_dns_names(
         svc["metadata"]["name"].as_str().unwrap(),
         svc["metadata"]["namespace"].as_str().unwrap(),
     );

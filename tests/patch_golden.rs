@@ -20,11 +20,11 @@ use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
-use openfunction_dapr::func_context::func_context;
-use openfunction_dapr::function::Function;
-use openfunction_dapr::mode::{Resolved, resolve};
-use openfunction_dapr::patch::{Injection, Op, apply, build_patch, escape};
-use openfunction_dapr::workload::Kind;
+use openfunction_dapr::model::func_context::func_context;
+use openfunction_dapr::model::function::Function;
+use openfunction_dapr::model::mode::{Resolved, resolve};
+use openfunction_dapr::model::workload::Kind;
+use openfunction_dapr::webhook::patch::{Injection, Op, apply, build_patch, escape};
 use serde_json::{Value, json};
 
 const CLUSTER_DOMAIN: &str = "cluster.local";

@@ -15,11 +15,11 @@
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
-use openfunction_dapr::func_context::func_context;
-use openfunction_dapr::function::FunctionSpec;
-use openfunction_dapr::mode::{Mode, Resolved, is_proxy_address, resolve};
-use openfunction_dapr::patch::{Injection, Op, apply, build_patch};
-use openfunction_dapr::workload::Kind;
+use openfunction_dapr::model::func_context::func_context;
+use openfunction_dapr::model::function::FunctionSpec;
+use openfunction_dapr::model::mode::{Mode, Resolved, is_proxy_address, resolve};
+use openfunction_dapr::model::workload::Kind;
+use openfunction_dapr::webhook::patch::{Injection, Op, apply, build_patch};
 use proptest::prelude::*;
 use proptest::sample::{select, subsequence};
 use serde_json::{Map, Value, json};

@@ -20,9 +20,9 @@ use std::time::Duration;
 use common::fake_api::{Call, FakeApi};
 use common::harness::cron;
 use openfunction_dapr::controller::{self, ControllerSettings};
-use openfunction_dapr::function::{Function, Serving};
-use openfunction_dapr::store::FunctionStore;
+use openfunction_dapr::model::function::{Function, Serving};
 use openfunction_dapr::webhook::Webhook;
+use openfunction_dapr::webhook::store::FunctionStore;
 use serde_json::{Value, json};
 
 const FUNCTIONS: &str = "/apis/core.openfunction.io/v1beta1/namespaces";

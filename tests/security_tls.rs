@@ -22,7 +22,7 @@ use common::webhook::{
     WebhookServer, client_identity, example_review, examples_store, init_crypto, patch_of,
     raw_request,
 };
-use openfunction_dapr::server::ServeOptions;
+use openfunction_dapr::ops::server::ServeOptions;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

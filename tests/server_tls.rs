@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::extract::{ConnectInfo, State};
 use axum::routing::{get, post};
-use openfunction_dapr::server::{Health, ServeOptions, admin_router, serve_plain, serve_tls};
-use openfunction_dapr::tls::{
+use openfunction_dapr::ops::server::{Health, ServeOptions, admin_router, serve_plain, serve_tls};
+use openfunction_dapr::ops::tls::{
     GeneratedCerts, ReloadingResolver, generate_ca_and_cert, server_config, service_dns_names,
 };
 use rustls::pki_types::pem::PemObject;
@@ -339,7 +339,7 @@ async fn rotates_certificates_from_a_secret_volume() {
     assert!(leaf_is(&served_leaf(server.addr, &all_cas).await, &second));
 
     // The watcher picks up the next good pair by itself.
-    let watcher = tokio::spawn(openfunction_dapr::tls::watch(
+    let watcher = tokio::spawn(openfunction_dapr::ops::tls::watch(
         resolver.clone(),
         Duration::from_millis(50),
     ));

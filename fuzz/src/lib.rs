@@ -17,14 +17,14 @@
 use std::sync::OnceLock;
 
 use base64::Engine;
-use openfunction_dapr::admission::{self, DecodeError};
-use openfunction_dapr::func_context::func_context;
-use openfunction_dapr::function::{Function, Serving};
-use openfunction_dapr::mode::resolve;
-use openfunction_dapr::patch::{Injection, build_patch};
-use openfunction_dapr::store::FunctionStore;
+use openfunction_dapr::model::func_context::func_context;
+use openfunction_dapr::model::function::{Function, Serving};
+use openfunction_dapr::model::mode::resolve;
+use openfunction_dapr::model::workload::Kind;
 use openfunction_dapr::webhook::Webhook;
-use openfunction_dapr::workload::Kind;
+use openfunction_dapr::webhook::admission::{self, DecodeError};
+use openfunction_dapr::webhook::patch::{Injection, build_patch};
+use openfunction_dapr::webhook::store::FunctionStore;
 use serde_json::{Value, json};
 
 const CLUSTER_DOMAIN: &str = "cluster.local";

@@ -9,9 +9,9 @@ use kube::ResourceExt;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::function::Function;
-use crate::mode::{self, Mode};
-use crate::proxy::{self, ProxySettings};
+use crate::controller::resources::{self, ProxySettings};
+use crate::model::function::Function;
+use crate::model::mode::{self, Mode};
 
 /// Annotation on the objects the controller applies: a hash of what it
 /// applied, so that a field the controller stops setting is noticed.
@@ -89,8 +89,8 @@ pub struct Plan {
 ///
 /// A Function being deleted, or without uid, gets no steps.
 pub fn plan(func: &Function, observed: &Observed, settings: &ProxySettings) -> Plan {
-    let resolved = proxy::resolve_function(func, settings);
-    let warnings = proxy::function_warnings(func, settings);
+    let resolved = resources::resolve_function(func, settings);
+    let warnings = resources::function_warnings(func, settings);
     let mode = resolved.mode;
     let mut steps = Vec::new();
     let uid = func.metadata.uid.as_deref().unwrap_or_default();
@@ -103,11 +103,11 @@ pub fn plan(func: &Function, observed: &Observed, settings: &ProxySettings) -> P
     }
     let name = func.name_any();
     let ours = |meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
-        proxy::is_owned_by(meta, uid)
+        resources::is_owned_by(meta, uid)
     };
 
     if mode == Mode::Standalone {
-        let desired = with_applied_hash(proxy::desired_proxy_deployment(func, settings));
+        let desired = with_applied_hash(resources::desired_proxy_deployment(func, settings));
         match observed.proxy.as_deref() {
             None => steps.push(Step::ApplyDeployment {
                 deployment: Box::new(desired),
@@ -129,7 +129,7 @@ pub fn plan(func: &Function, observed: &Observed, settings: &ProxySettings) -> P
         }
 
         match (
-            proxy::desired_function_service(func, settings).map(with_applied_hash),
+            resources::desired_function_service(func, settings).map(with_applied_hash),
             observed.service.as_deref(),
         ) {
             (Some(desired), None) => steps.push(Step::ApplyService {
@@ -192,8 +192,8 @@ pub fn plan(func: &Function, observed: &Observed, settings: &ProxySettings) -> P
         .function_deployments
         .iter()
         .filter(|d| d.metadata.deletion_timestamp.is_none())
-        .filter(|d| d.labels().get(crate::function::FUNCTION_LABEL) == Some(&name))
-        .filter(|d| !d.labels().contains_key(proxy::PROXY_LABEL))
+        .filter(|d| d.labels().get(crate::model::function::FUNCTION_LABEL) == Some(&name))
+        .filter(|d| !d.labels().contains_key(resources::PROXY_LABEL))
         .filter_map(|d| {
             let from = admitted_mode(d);
             (from != Some(mode)).then(|| Step::RollDeployment {
@@ -259,7 +259,7 @@ fn headless(svc: &Service) -> bool {
 pub fn admitted_mode(d: &Deployment) -> Option<Mode> {
     let template = &d.spec.as_ref()?.template;
     let annotations = template.metadata.as_ref()?.annotations.as_ref()?;
-    if let Some(m) = annotations.get(proxy::MODE_ANNOTATION) {
+    if let Some(m) = annotations.get(resources::MODE_ANNOTATION) {
         return parse_mode(m);
     }
     match annotations.get(mode::DAPR_ENABLED).map(|v| v.trim()) {
@@ -414,8 +414,8 @@ mod tests {
 
     fn observed_for(f: &Function) -> Observed {
         let s = ProxySettings::default();
-        let d = with_applied_hash(proxy::desired_proxy_deployment(f, &s));
-        let svc = proxy::desired_function_service(f, &s).map(with_applied_hash);
+        let d = with_applied_hash(resources::desired_proxy_deployment(f, &s));
+        let svc = resources::desired_function_service(f, &s).map(with_applied_hash);
         Observed {
             proxy: Some(served(&d, "uid-d")),
             service: svc.map(|s| served(&s, "uid-s")),

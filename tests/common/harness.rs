@@ -10,7 +10,7 @@ use kube::runtime::controller::Action;
 use kube::runtime::reflector::{self, store::Writer};
 use kube::runtime::watcher;
 use openfunction_dapr::controller::{self, Context, ControllerSettings, CountingMetrics, Stores};
-use openfunction_dapr::function::Function;
+use openfunction_dapr::model::function::Function;
 use serde_json::Value;
 
 use super::fake_api::{Call, FakeApi};

@@ -9,9 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
-use openfunction_dapr::server::{self, ServeOptions};
-use openfunction_dapr::store::FunctionStore;
-use openfunction_dapr::tls::{self, GeneratedCerts, ReloadingResolver};
+use openfunction_dapr::ops::server::{self, ServeOptions};
+use openfunction_dapr::ops::tls::{self, GeneratedCerts, ReloadingResolver};
+use openfunction_dapr::webhook::store::FunctionStore;
 use openfunction_dapr::webhook::{self, Webhook};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};

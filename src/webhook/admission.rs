@@ -10,12 +10,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use serde_json::value::RawValue;
 
-use crate::func_context::func_context;
-use crate::function::Function;
-use crate::mode::{Mode, Resolved, resolve};
-use crate::patch::{Injection, Op, PatchError, build_patch};
-use crate::prune;
-use crate::workload::Kind;
+use crate::model::func_context::func_context;
+use crate::model::function::Function;
+use crate::model::mode::{Mode, Resolved, resolve};
+use crate::model::workload::Kind;
+use crate::webhook::patch::{Injection, Op, PatchError, build_patch};
+use crate::webhook::prune;
 
 pub const API_VERSION: &str = "admission.k8s.io/v1";
 pub const REVIEW_KIND: &str = "AdmissionReview";
@@ -56,7 +56,7 @@ pub struct Request {
     #[serde(default)]
     pub operation: String,
     /// The object, parsed after decoding: pruned to what the webhook reads
-    /// for a workload ([`crate::prune`]), whole for a Function, not at all
+    /// for a workload ([`crate::webhook::prune`]), whole for a Function, not at all
     /// for anything else.
     #[serde(skip)]
     pub object: Option<Value>,

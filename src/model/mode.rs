@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use crate::function::FunctionSpec;
+use crate::model::function::FunctionSpec;
 
 pub const ENABLE_DAPR: &str = "openfunction.io/enable-dapr";
 pub const SERVICE_MODE: &str = "openfunction.io/dapr-service-mode";
@@ -172,7 +172,7 @@ pub fn is_dns1123_label(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::function::{DaprIo, ServingSpec};
+    use crate::model::function::{DaprIo, ServingSpec};
     use rstest::rstest;
 
     fn spec(

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::function::{DaprComponent, DaprIo, FunctionSpec};
+use crate::model::function::{DaprComponent, DaprIo, FunctionSpec};
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -72,7 +72,7 @@ pub fn func_context(name: &str, spec: &FunctionSpec) -> String {
         runtime: if is_async { "Async" } else { "Knative" },
         port: spec
             .port
-            .unwrap_or(crate::mode::DEFAULT_APP_PORT)
+            .unwrap_or(crate::model::mode::DEFAULT_APP_PORT)
             .to_string(),
         pre_plugins: [],
         post_plugins: [],
@@ -134,7 +134,7 @@ pub fn component_type<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::function::Function;
+    use crate::model::function::Function;
     use serde_json::{Value, json};
 
     fn fixture(file: &str) -> Function {

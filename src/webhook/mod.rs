@@ -1,6 +1,12 @@
 //! The admission endpoint: `POST /mutate`, AdmissionReview in and out.
-//! Decoding, the decision and encoding are pure ([`crate::admission`]);
-//! this module adds the function look-up and the HTTP surface.
+//! Decoding, the decision and encoding are pure ([`admission`], [`patch`],
+//! [`prune`]); [`store`] is the watch-fed Function cache; this module adds
+//! the look-up and the HTTP surface.
+
+pub mod admission;
+pub mod patch;
+pub mod prune;
+pub mod store;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -13,10 +19,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use tracing::{Instrument, field, info_span, warn};
 
-use crate::admission::{self, Answer, DecodeError, Request, Target};
-use crate::mode::Mode;
-use crate::store::{FunctionStore, Lookup};
-use crate::workload::{Classification, Kind, classify};
+use crate::model::mode::Mode;
+use crate::model::workload::{Classification, Kind, classify};
+use crate::webhook::admission::{Answer, DecodeError, Request, Target};
+use crate::webhook::store::{FunctionStore, Lookup};
 
 /// The route the MutatingWebhookConfiguration points at.
 pub const MUTATE_PATH: &str = "/mutate";

@@ -9,9 +9,11 @@ use std::borrow::Cow;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::function::FUNCTION_LABEL;
-use crate::mode::{APP_ID, APP_PORT, APP_PROTOCOL, DAPR_ENABLED, Mode, Resolved, is_proxy_address};
-use crate::workload::Kind;
+use crate::model::function::FUNCTION_LABEL;
+use crate::model::mode::{
+    APP_ID, APP_PORT, APP_PROTOCOL, DAPR_ENABLED, Mode, Resolved, is_proxy_address,
+};
+use crate::model::workload::Kind;
 
 pub const ENV_APP_PROTOCOL: &str = "APP_PROTOCOL";
 pub const ENV_DAPR_HOST: &str = "DAPR_HOST";

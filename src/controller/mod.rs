@@ -5,6 +5,7 @@
 //! changes so their pods are re-admitted by the webhook.
 //!
 //! Structure:
+//! - [`resources`] builds the desired objects, pure;
 //! - [`plan::plan`] is pure: Function + observed objects -> steps;
 //! - [`reconcile`] observes (from watch-fed caches), plans, and performs the
 //!   steps: server-side apply under [`FIELD_MANAGER`], deletes guarded by a
@@ -18,6 +19,7 @@
 //! field the controller manages differs.
 
 pub mod plan;
+pub mod resources;
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -38,10 +40,10 @@ use serde::de::DeserializeOwned;
 use tokio::sync::oneshot;
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use crate::function::{FUNCTION_LABEL, Function};
-use crate::leader::{self, LeaderSettings};
-use crate::mode::Mode;
-use crate::proxy::{self, ProxyResources, ProxySettings};
+use crate::controller::resources::{ProxyResources, ProxySettings};
+use crate::model::function::{FUNCTION_LABEL, Function};
+use crate::model::mode::Mode;
+use crate::ops::leader::{self, LeaderSettings};
 use plan::{Observed, Plan, Step};
 
 /// Field manager of every server-side apply of the controller.
@@ -86,21 +88,21 @@ pub struct ControllerSettings {
     pub enabled: bool,
 
     /// Image of the Dapr proxy container.
-    #[arg(long, env = "PROXY_IMAGE", default_value = proxy::DEFAULT_PROXY_IMAGE)]
+    #[arg(long, env = "PROXY_IMAGE", default_value = resources::DEFAULT_PROXY_IMAGE)]
     pub proxy_image: String,
 
     /// Cluster DNS domain. Not a flag of its own: `serve` shares its
     /// `--cluster-domain` with the webhook and copies it here
     /// ([`ControllerSettings::with_shared`]).
-    #[arg(skip = crate::mode::DEFAULT_CLUSTER_DOMAIN.to_owned())]
+    #[arg(skip = crate::model::mode::DEFAULT_CLUSTER_DOMAIN.to_owned())]
     pub cluster_domain: String,
 
     /// CPU request of the proxy container (empty: none).
-    #[arg(long, default_value = proxy::DEFAULT_CPU_REQUEST)]
+    #[arg(long, default_value = resources::DEFAULT_CPU_REQUEST)]
     pub proxy_cpu_request: String,
 
     /// Memory request of the proxy container (empty: none).
-    #[arg(long, default_value = proxy::DEFAULT_MEMORY_REQUEST)]
+    #[arg(long, default_value = resources::DEFAULT_MEMORY_REQUEST)]
     pub proxy_memory_request: String,
 
     /// CPU limit of the proxy container (default: none).
@@ -157,10 +159,10 @@ impl Default for ControllerSettings {
     fn default() -> Self {
         Self {
             enabled: true,
-            proxy_image: proxy::DEFAULT_PROXY_IMAGE.to_owned(),
-            cluster_domain: crate::mode::DEFAULT_CLUSTER_DOMAIN.to_owned(),
-            proxy_cpu_request: proxy::DEFAULT_CPU_REQUEST.to_owned(),
-            proxy_memory_request: proxy::DEFAULT_MEMORY_REQUEST.to_owned(),
+            proxy_image: resources::DEFAULT_PROXY_IMAGE.to_owned(),
+            cluster_domain: crate::model::mode::DEFAULT_CLUSTER_DOMAIN.to_owned(),
+            proxy_cpu_request: resources::DEFAULT_CPU_REQUEST.to_owned(),
+            proxy_memory_request: resources::DEFAULT_MEMORY_REQUEST.to_owned(),
             proxy_cpu_limit: None,
             proxy_memory_limit: None,
             namespace: None,
@@ -194,7 +196,7 @@ impl ControllerSettings {
         ProxySettings {
             image: self.proxy_image.clone(),
             cluster_domain: non_empty(&self.cluster_domain)
-                .unwrap_or_else(|| crate::mode::DEFAULT_CLUSTER_DOMAIN.to_owned()),
+                .unwrap_or_else(|| crate::model::mode::DEFAULT_CLUSTER_DOMAIN.to_owned()),
             resources: ProxyResources {
                 cpu_request: non_empty(&self.proxy_cpu_request),
                 memory_request: non_empty(&self.proxy_memory_request),
@@ -333,10 +335,10 @@ impl Stores {
         Observed {
             proxy: self
                 .proxies
-                .get(&ObjectRef::new(&proxy::proxy_deployment_name(&name)).within(&ns)),
+                .get(&ObjectRef::new(&resources::proxy_deployment_name(&name)).within(&ns)),
             service: self
                 .services
-                .get(&ObjectRef::new(&proxy::function_service_name(&name)).within(&ns)),
+                .get(&ObjectRef::new(&resources::function_service_name(&name)).within(&ns)),
             function_deployments: self.workloads.state_filter(|d| {
                 d.namespace().as_deref() == Some(ns.as_str())
                     && d.labels().get(FUNCTION_LABEL) == Some(&name)
@@ -568,7 +570,7 @@ async fn execute(func: &Function, ctx: &Context, ns: &str, plan: &Plan) -> Resul
     for step in &plan.steps {
         match step {
             Step::ApplyDeployment { deployment, create } => {
-                let resolved = proxy::resolve_function(func, &ctx.proxy);
+                let resolved = resources::resolve_function(func, &ctx.proxy);
                 let replicas = deployment
                     .spec
                     .as_ref()
@@ -648,7 +650,7 @@ async fn execute(func: &Function, ctx: &Context, ns: &str, plan: &Plan) -> Resul
             Step::RollDeployment { name, from, to } => {
                 let patch = serde_json::json!({
                     "spec": {"template": {"metadata": {"annotations": {
-                        proxy::MODE_ANNOTATION: to.as_str()
+                        resources::MODE_ANNOTATION: to.as_str()
                     }}}}
                 });
                 let pp = PatchParams {
@@ -744,7 +746,7 @@ where
     if create {
         match api.get_opt(&name).await.map_err(|e| api_err("get", e))? {
             None => {}
-            Some(existing) if !proxy::is_owned_by(existing.meta(), uid) => {
+            Some(existing) if !resources::is_owned_by(existing.meta(), uid) => {
                 let message = format!(
                     "{kind} {name} already exists and was not created by openfunction-dapr for this function; \
                      it is left untouched, so the Dapr proxy of this function is not managed until it is removed or renamed"
@@ -957,7 +959,7 @@ pub async fn run_controller(
         }
     }
     let ns = settings.namespace.clone().filter(|n| !n.trim().is_empty());
-    let managed = watcher::Config::default().labels(proxy::MANAGED_SELECTOR);
+    let managed = watcher::Config::default().labels(resources::MANAGED_SELECTOR);
 
     let (proxies, proxy_writer) = reflector::store::<Deployment>();
     let proxy_events = watcher(api::<Deployment>(&client, &ns), managed.clone())
@@ -1002,7 +1004,7 @@ pub async fn run_controller(
                 let count = proxies
                     .state()
                     .iter()
-                    .filter(|d| d.labels().contains_key(proxy::PROXY_LABEL))
+                    .filter(|d| d.labels().contains_key(resources::PROXY_LABEL))
                     .count();
                 metrics.proxies(count);
                 tokio::time::sleep(Duration::from_secs(10)).await;

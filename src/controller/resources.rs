@@ -18,13 +18,13 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use crate::func_context::func_context;
-use crate::function::{FUNCTION_LABEL, Function, FunctionSpec};
-use crate::mode::{self, Resolved};
+use crate::model::func_context::func_context;
+use crate::model::function::{FUNCTION_LABEL, Function, FunctionSpec};
+use crate::model::mode::{self, Resolved};
 
 /// Label naming the Function a proxy belongs to (`openfunction.io/proxy: <fn>`).
 /// Pods carrying it are never function workloads.
-pub const PROXY_LABEL: &str = crate::function::PROXY_LABEL;
+pub const PROXY_LABEL: &str = crate::model::function::PROXY_LABEL;
 /// Label marking objects created on behalf of OpenFunction.
 pub const MANAGED_LABEL: &str = "openfunction.io/managed";
 /// `app.kubernetes.io/name`

@@ -3,7 +3,7 @@
 //! `manifests/crd/functions.core.openfunction.io.yaml`).
 //!
 //! Names, group, scope and the status subresource come from the
-//! `#[derive(CustomResource)]` on [`crate::function::FunctionSpec`]; the
+//! `#[derive(CustomResource)]` on [`crate::model::function::FunctionSpec`]; the
 //! schema is written by hand here, because the derived one cannot be
 //! structural (our types keep unknown fields in `#[serde(flatten)]` maps and
 //! opaque `serde_json::Value`s). It follows our types:
@@ -33,7 +33,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
 use kube::CustomResourceExt;
 use serde_json::{Value, json};
 
-use crate::function::Function;
+use crate::model::function::Function;
 
 /// Name of the CustomResourceDefinition.
 pub const CRD_NAME: &str = "functions.core.openfunction.io";

@@ -57,7 +57,7 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use serde_json::{Value, json};
 use tracing::{info, warn};
 
-use crate::tls::{self, CA_VALIDITY, LEAF_VALIDITY, ReloadingResolver, TlsError};
+use crate::ops::tls::{self, CA_VALIDITY, LEAF_VALIDITY, ReloadingResolver, TlsError};
 
 /// The namespace the manifests install into.
 pub const DEFAULT_NAMESPACE: &str = "openfunction-dapr";
@@ -720,26 +720,36 @@ pub async fn maintain(
     }
 }
 
+/// Where `serve`'s certificate lives and whom it names.
+#[derive(Debug, Clone, Copy)]
+pub struct CertTarget<'a> {
+    /// Namespace of the Secret; the client's default namespace when `None`.
+    pub namespace: Option<&'a str>,
+    /// The webhook Service the certificate is issued for.
+    pub service: &'a str,
+    /// The MutatingWebhookConfiguration whose caBundle is kept in step.
+    pub webhook_config_name: &'a str,
+}
+
 /// `serve`'s Secret bootstrap: connects to the cluster, bootstraps the
 /// Secret `secret_name` (see the module docs), starts [`maintain`] and
 /// returns the resolver serving the Secret's pair.
 pub async fn start(
     client: kube::Client,
-    args: &crate::cli::ServeArgs,
+    target: &CertTarget<'_>,
     secret_name: String,
 ) -> anyhow::Result<Arc<ReloadingResolver>> {
     use anyhow::Context;
-    let namespace = args
-        .cert_namespace
-        .as_deref()
+    let namespace = target
+        .namespace
         .map(str::trim)
         .filter(|ns| !ns.is_empty())
         .unwrap_or_else(|| client.default_namespace())
         .to_owned();
-    let mut settings = BootstrapSettings::new(&namespace, &args.webhook_service);
+    let mut settings = BootstrapSettings::new(&namespace, target.service);
     settings.secret_name = secret_name;
     settings.webhook_config_name =
-        Some(args.webhook_config_name.trim().to_owned()).filter(|n| !n.is_empty());
+        Some(target.webhook_config_name.trim().to_owned()).filter(|n| !n.is_empty());
     // Retry until the API server answers: readiness stays false meanwhile,
     // and the process does not crash-loop while the control plane is away.
     let resolver = bootstrap(&client, &settings, Duration::MAX)

@@ -3,7 +3,7 @@
 
 use serde_json::Value;
 
-use crate::function::{FUNCTION_LABEL, PROXY_LABEL, SERVING_LABEL};
+use crate::model::function::{FUNCTION_LABEL, PROXY_LABEL, SERVING_LABEL};
 
 /// The two kinds of workload the webhook patches.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

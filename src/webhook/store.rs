@@ -15,8 +15,8 @@ use kube::{Client, Resource, ResourceExt};
 use serde_json::Value;
 use tracing::{debug, info, warn};
 
-use crate::function::{Function, Serving, serving_function_name};
-use crate::workload::Owner;
+use crate::model::function::{Function, Serving, serving_function_name};
+use crate::model::workload::Owner;
 
 /// Where a look-up was answered from (a metrics label).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -636,12 +636,12 @@ mod tests {
         // what mode resolution and FUNC_CONTEXT read is unchanged
         let name = "f";
         assert_eq!(
-            crate::mode::resolve(name, "a", &cached.spec, "cluster.local"),
-            crate::mode::resolve(name, "a", &full, "cluster.local")
+            crate::model::mode::resolve(name, "a", &cached.spec, "cluster.local"),
+            crate::model::mode::resolve(name, "a", &full, "cluster.local")
         );
         assert_eq!(
-            crate::func_context::func_context(name, &cached.spec),
-            crate::func_context::func_context(name, &full)
+            crate::model::func_context::func_context(name, &cached.spec),
+            crate::model::func_context::func_context(name, &full)
         );
     }
 
