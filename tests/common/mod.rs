@@ -4,6 +4,7 @@
 
 pub mod fake_api;
 pub mod harness;
+pub mod python;
 pub mod real_crd;
 #[cfg(unix)]
 pub mod secret_volume;
