@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::model::mode::DEFAULT_CLUSTER_DOMAIN;
+use crate::model::mode::{DEFAULT_CLUSTER_DOMAIN, GrpcEndpointForm};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -71,6 +71,11 @@ pub struct ServeArgs {
     /// Cluster domain used in DAPR_HOST.
     #[arg(long, default_value = DEFAULT_CLUSTER_DOMAIN, env = "CLUSTER_DOMAIN")]
     pub cluster_domain: String,
+    /// Form of DAPR_GRPC_ENDPOINT in standalone mode: `url`
+    /// (http://HOST:50001) or `host-port` (HOST:50001, for Python SDK 1.11);
+    /// a Function's openfunction.io/dapr-grpc-endpoint-form annotation wins.
+    #[arg(long, default_value_t = GrpcEndpointForm::Url, env = "DAPR_GRPC_ENDPOINT_FORM")]
+    pub dapr_grpc_endpoint_form: GrpcEndpointForm,
     /// Only watch Functions in this namespace (default: all namespaces).
     #[arg(long, env = "WATCH_NAMESPACE")]
     pub namespace: Option<String>,
@@ -128,6 +133,9 @@ pub struct InjectArgs {
     /// Cluster domain used in DAPR_HOST.
     #[arg(long, default_value = DEFAULT_CLUSTER_DOMAIN)]
     pub cluster_domain: String,
+    /// Form of DAPR_GRPC_ENDPOINT in standalone mode (`url` or `host-port`).
+    #[arg(long, default_value_t = GrpcEndpointForm::Url)]
+    pub dapr_grpc_endpoint_form: GrpcEndpointForm,
     /// Image of the Dapr proxy container.
     #[arg(long, default_value = crate::controller::resources::DEFAULT_PROXY_IMAGE)]
     pub proxy_image: String,

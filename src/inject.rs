@@ -10,7 +10,7 @@ use crate::controller::resources::{
     ProxySettings, desired_function_service, desired_proxy_deployment, proxy_replicas,
 };
 use crate::model::function::{Function, Serving};
-use crate::model::mode::{Mode, resolve};
+use crate::model::mode::{GrpcEndpointForm, Mode, resolve};
 use crate::model::workload::{Classification, Kind, classify};
 use crate::webhook::admission::{function_warnings, mutate_workload};
 use crate::webhook::patch;
@@ -68,6 +68,7 @@ enum Doc {
 pub async fn inject(
     inputs: &[Input],
     cluster_domain: &str,
+    grpc_endpoint_form: GrpcEndpointForm,
     proxy: &ProxySettings,
 ) -> Result<Output, InjectError> {
     let mut docs = Vec::new();
@@ -135,8 +136,15 @@ pub async fn inject(
             // A local store never calls the API server.
             Err(e) => return Err(with_message(e.to_string())),
         };
-        let m = mutate_workload(&object, kind, &namespace, &function, cluster_domain)
-            .map_err(|e| with_message(e.to_string()))?;
+        let m = mutate_workload(
+            &object,
+            kind,
+            &namespace,
+            &function,
+            cluster_domain,
+            grpc_endpoint_form,
+        )
+        .map_err(|e| with_message(e.to_string()))?;
         warnings.extend(m.warnings);
         let patched = patch::apply(&object, &m.patch)
             .map_err(|e| with_message(format!("applying the patch: {e}")))?;

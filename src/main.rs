@@ -61,7 +61,13 @@ async fn run_inject(args: InjectArgs) -> anyhow::Result<()> {
         cluster_domain: args.cluster_domain.clone(),
         ..ProxySettings::default()
     };
-    let out = inject::inject(&inputs, &args.cluster_domain, &proxy).await?;
+    let out = inject::inject(
+        &inputs,
+        &args.cluster_domain,
+        args.dapr_grpc_endpoint_form,
+        &proxy,
+    )
+    .await?;
     for w in &out.warnings {
         eprintln!("warning: {w}");
     }

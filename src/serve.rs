@@ -92,7 +92,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     };
 
     let webhook = Arc::new(
-        Webhook::new(store.clone(), args.cluster_domain.clone()).with_observer(metrics.clone()),
+        Webhook::new(store.clone(), args.cluster_domain.clone())
+            .with_grpc_endpoint_form(args.dapr_grpc_endpoint_form)
+            .with_observer(metrics.clone()),
     );
     let listener = TcpListener::bind(args.addr)
         .await

@@ -528,14 +528,14 @@ async fn a_1500_variable_env_list_gets_a_small_patch_fast() {
     assert_eq!(status, 200);
     let encoded = answer["response"]["patch"].as_str().unwrap().len();
     let patch = patch_of(&answer);
-    assert!(patch.0.len() <= 8, "{} operations", patch.0.len());
+    assert!(patch.0.len() <= 10, "{} operations", patch.0.len());
     assert!(encoded < 4096, "a {encoded}-byte patch for 1,500 variables");
     assert!(took < Duration::from_secs(2), "took {took:?}");
     let request: Value = serde_json::from_slice(&body).unwrap();
     let mut pod = request["request"]["object"].clone();
     json_patch::patch(&mut pod, &patch).unwrap();
     let env = pod["spec"]["containers"][0]["env"].as_array().unwrap();
-    assert_eq!(env.len(), 1503, "replaced in place, three appended");
+    assert_eq!(env.len(), 1505, "replaced in place, five appended");
     assert_eq!(
         env[700]["value"],
         "cron-kafka-default-dapr.default.svc.cluster.local"

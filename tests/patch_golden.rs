@@ -22,7 +22,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
 use openfunction_dapr::model::func_context::func_context;
 use openfunction_dapr::model::function::Function;
-use openfunction_dapr::model::mode::{Resolved, resolve};
+use openfunction_dapr::model::mode::{GrpcEndpointForm, Resolved, resolve};
 use openfunction_dapr::model::workload::Kind;
 use openfunction_dapr::webhook::patch::{Injection, Op, apply, build_patch, escape};
 use serde_json::{Value, json};
@@ -97,6 +97,7 @@ impl Case {
             namespace: self.namespace(),
             resolved,
             func_context: ctx,
+            grpc_endpoint_form: GrpcEndpointForm::Url,
         };
         build_patch(object, kind_of(object), &inj)
             .unwrap_or_else(|e| panic!("{}: build_patch failed: {e}", self.name))
@@ -238,6 +239,7 @@ fn ops_for(object: &Value, kind: Kind, mode: &str) -> Vec<Op> {
         namespace: "ns",
         resolved: &r,
         func_context: &ctx,
+        grpc_endpoint_form: GrpcEndpointForm::Url,
     };
     build_patch(object, kind, &inj).unwrap()
 }
@@ -413,7 +415,9 @@ fn ops_serialize_as_rfc6902() {
                 {"name": "APP_PROTOCOL", "value": "grpc"},
                 {"name": "FUNC_CONTEXT", "value": func_context("f", &sample_resolved("standalone").0.spec)},
                 {"name": "DAPR_HOST", "value": "f-ns-dapr.ns.svc.cluster.local"},
-                {"name": "DAPR_SIDECAR_IP", "value": "f-ns-dapr.ns.svc.cluster.local"}]}
+                {"name": "DAPR_SIDECAR_IP", "value": "f-ns-dapr.ns.svc.cluster.local"},
+                {"name": "DAPR_GRPC_ENDPOINT", "value": "http://f-ns-dapr.ns.svc.cluster.local:50001"},
+                {"name": "DAPR_HTTP_ENDPOINT", "value": "http://f-ns-dapr.ns.svc.cluster.local:3500"}]}
         ])
     );
 }

@@ -9,7 +9,8 @@
 //!   before and after are equal once the pod annotations `dapr.io/enabled`,
 //!   `dapr.io/app-id`, `dapr.io/app-protocol`, `dapr.io/app-port`, the label
 //!   `openfunction.io/function` and the env vars `APP_PROTOCOL`, `DAPR_HOST`,
-//!   `DAPR_SIDECAR_IP`, `FUNC_CONTEXT` of the target container are masked
+//!   `DAPR_SIDECAR_IP`, `DAPR_GRPC_ENDPOINT`, `DAPR_HTTP_ENDPOINT`,
+//!   `FUNC_CONTEXT` of the target container are masked
 //!   out (maps and lists the patch had to create count as absent);
 //! - the masked fields themselves are what the SPEC-5 table says.
 
@@ -17,7 +18,10 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
 use openfunction_dapr::model::func_context::func_context;
 use openfunction_dapr::model::function::FunctionSpec;
-use openfunction_dapr::model::mode::{Mode, Resolved, is_proxy_address, resolve};
+use openfunction_dapr::model::mode::{
+    GRPC_ENDPOINT_FORM, GrpcEndpointForm, Mode, Resolved, is_proxy_address, is_proxy_endpoint,
+    resolve,
+};
 use openfunction_dapr::model::workload::Kind;
 use openfunction_dapr::webhook::patch::{Injection, Op, apply, build_patch};
 use proptest::prelude::*;
@@ -30,12 +34,23 @@ const APP_PROTOCOL_ANN: &str = "dapr.io/app-protocol";
 const APP_PORT: &str = "dapr.io/app-port";
 const FN_LABEL: &str = "openfunction.io/function";
 const MASKED_ANNOTATIONS: [&str; 4] = [ENABLED, APP_ID, APP_PROTOCOL_ANN, APP_PORT];
-const MASKED_ENV: [&str; 4] = [
+const MASKED_ENV: [&str; 6] = [
     "APP_PROTOCOL",
     "DAPR_HOST",
     "DAPR_SIDECAR_IP",
+    "DAPR_GRPC_ENDPOINT",
+    "DAPR_HTTP_ENDPOINT",
     "FUNC_CONTEXT",
 ];
+
+/// Does one of our variables hold a proxy address (what standalone wrote)?
+fn holds_proxy(name: &str, value: &str, ns: &str) -> bool {
+    match name {
+        "DAPR_HOST" | "DAPR_SIDECAR_IP" => is_proxy_address(value, ns),
+        "DAPR_GRPC_ENDPOINT" | "DAPR_HTTP_ENDPOINT" => is_proxy_endpoint(value, ns),
+        _ => false,
+    }
+}
 
 // ---------------------------------------------------------------------------
 // The setting: a Function, its namespace, what it resolves to.
@@ -47,6 +62,8 @@ struct Setup {
     namespace: String,
     resolved: Resolved,
     ctx: String,
+    /// The operator's form of DAPR_GRPC_ENDPOINT.
+    form: GrpcEndpointForm,
 }
 
 impl Setup {
@@ -56,6 +73,7 @@ impl Setup {
             namespace: &self.namespace,
             resolved: &self.resolved,
             func_context: &self.ctx,
+            grpc_endpoint_form: self.form,
         }
     }
 }
@@ -81,6 +99,13 @@ fn setup() -> impl Strategy<Value = Setup> {
         proptest::option::of(1..65535i32),
         any::<bool>(),
         (any::<bool>(), any::<bool>()),
+        (
+            opt_str(&["url", "host-port", " HOST-PORT ", "grpc"]),
+            prop_oneof![
+                Just(GrpcEndpointForm::Url),
+                Just(GrpcEndpointForm::HostPort)
+            ],
+        ),
     )
         .prop_map(
             |(
@@ -93,6 +118,7 @@ fn setup() -> impl Strategy<Value = Setup> {
                 port,
                 is_async,
                 (inputs, outputs),
+                (form_ann, form),
             )| {
                 let mut ann = Map::new();
                 for (k, v) in [
@@ -100,6 +126,7 @@ fn setup() -> impl Strategy<Value = Setup> {
                     ("openfunction.io/dapr-service-mode", mode),
                     (APP_ID, app_id),
                     (APP_PROTOCOL_ANN, proto),
+                    (GRPC_ENDPOINT_FORM, form_ann),
                 ] {
                     if let Some(v) = v {
                         ann.insert(k.into(), Value::String(v));
@@ -129,6 +156,7 @@ fn setup() -> impl Strategy<Value = Setup> {
                     namespace,
                     resolved,
                     ctx,
+                    form,
                 }
             },
         )
@@ -223,13 +251,20 @@ fn env_entry(ns: String, dapr_host: String) -> impl Strategy<Value = Value> {
             "grpc".to_owned(),
             "http".to_owned(),
             "127.0.0.1".to_owned(),
-            dapr_host,
+            dapr_host.clone(),
             format!("other-dapr.{ns}.svc.cluster.local"),
             format!("f-dapr.{ns}.svc"),
             format!(" f-dapr.{ns} "),
             format!("f-dapr.{ns}.svc.example.org"),
             "f-dapr.elsewhere.svc.cluster.local".to_owned(),
             format!("f-dapr.{ns}x.svc"),
+            format!("http://{dapr_host}:50001"),
+            format!("{dapr_host}:50001"),
+            format!("http://{dapr_host}:3500"),
+            format!("https://other-dapr.{ns}.svc:3500/"),
+            "http://f-dapr.elsewhere.svc.cluster.local:50001".to_owned(),
+            "http://localhost:3500".to_owned(),
+            "127.0.0.1:50001".to_owned(),
         ]),
         1 => "\\PC{0,10}",
     ];
@@ -457,9 +492,13 @@ fn model_env(input: &[Value], s: &Setup) -> Vec<Value> {
         ("APP_PROTOCOL", &r.app_protocol, true),
         ("FUNC_CONTEXT", &s.ctx, false),
     ];
+    let grpc = r.grpc_endpoint(s.form);
+    let http = r.http_endpoint();
     if standalone {
         wanted.push(("DAPR_HOST", &r.dapr_host, true));
         wanted.push(("DAPR_SIDECAR_IP", &r.dapr_host, true));
+        wanted.push(("DAPR_GRPC_ENDPOINT", &grpc, true));
+        wanted.push(("DAPR_HTTP_ENDPOINT", &http, true));
     }
     let mut out = Vec::new();
     let mut seen = vec![false; wanted.len()];
@@ -490,10 +529,9 @@ fn model_env(input: &[Value], s: &Setup) -> Vec<Value> {
                 out.push(json!({"name": name, "value": value}));
             }
         } else if !standalone
-            && (name == "DAPR_HOST" || name == "DAPR_SIDECAR_IP")
             && e["value"]
                 .as_str()
-                .is_some_and(|v| is_proxy_address(v, &s.namespace))
+                .is_some_and(|v| holds_proxy(name, v, &s.namespace))
         {
             // removed
         } else {
@@ -603,11 +641,20 @@ fn check(s: &Setup, kind: Kind, input: &Value) -> Result<(), TestCaseError> {
         }
         Some(_) => {}
     }
-    for name in ["DAPR_HOST", "DAPR_SIDECAR_IP"] {
+    let grpc = match r.grpc_endpoint_form.unwrap_or(s.form) {
+        GrpcEndpointForm::Url => format!("http://{}:50001", r.dapr_host),
+        GrpcEndpointForm::HostPort => format!("{}:50001", r.dapr_host),
+    };
+    for (name, want) in [
+        ("DAPR_HOST", r.dapr_host.clone()),
+        ("DAPR_SIDECAR_IP", r.dapr_host.clone()),
+        ("DAPR_GRPC_ENDPOINT", grpc),
+        ("DAPR_HTTP_ENDPOINT", format!("http://{}:3500", r.dapr_host)),
+    ] {
         if r.mode == Mode::Standalone {
             let v = only(name);
             prop_assert_eq!(v.len(), 1, "{}", name);
-            prop_assert_eq!(&v[0]["value"], &json!(r.dapr_host), "{}", name);
+            prop_assert_eq!(&v[0]["value"], &json!(want), "{}", name);
             prop_assert!(is_plain(v[0]));
         } else {
             // no proxy address left; everything else the user set is kept
@@ -615,7 +662,7 @@ fn check(s: &Setup, kind: Kind, input: &Value) -> Result<(), TestCaseError> {
                 prop_assert!(
                     !e["value"]
                         .as_str()
-                        .is_some_and(|v| is_proxy_address(v, &s.namespace)),
+                        .is_some_and(|v| holds_proxy(name, v, &s.namespace)),
                     "{}",
                     e
                 );
@@ -626,7 +673,7 @@ fn check(s: &Setup, kind: Kind, input: &Value) -> Result<(), TestCaseError> {
                         name_of(e) == name
                             && !e["value"]
                                 .as_str()
-                                .is_some_and(|v| is_proxy_address(v, &s.namespace))
+                                .is_some_and(|v| holds_proxy(name, v, &s.namespace))
                     })
                     .cloned()
                     .collect()
@@ -641,7 +688,7 @@ fn check(s: &Setup, kind: Kind, input: &Value) -> Result<(), TestCaseError> {
                 prop_assert!(
                     !e["value"]
                         .as_str()
-                        .is_some_and(|v| is_proxy_address(v, &s.namespace)),
+                        .is_some_and(|v| holds_proxy(name_of(e), v, &s.namespace)),
                     "{}",
                     e
                 );
@@ -724,6 +771,7 @@ fn setup_for(mode: &str) -> Setup {
         namespace: "ns".into(),
         resolved,
         ctx,
+        form: GrpcEndpointForm::Url,
     }
 }
 
@@ -803,7 +851,13 @@ fn env_after(mode: &str, env: Value) -> Vec<Value> {
 fn value_from_entries() {
     let from = json!({"secretKeyRef": {"name": "s", "key": "k"}});
     // A variable we set replaces a valueFrom with a plain value, in place.
-    for name in ["APP_PROTOCOL", "DAPR_HOST", "DAPR_SIDECAR_IP"] {
+    for name in [
+        "APP_PROTOCOL",
+        "DAPR_HOST",
+        "DAPR_SIDECAR_IP",
+        "DAPR_GRPC_ENDPOINT",
+        "DAPR_HTTP_ENDPOINT",
+    ] {
         let env = env_after(
             "standalone",
             json!([{"name": "A"}, {"name": name, "valueFrom": from}]),

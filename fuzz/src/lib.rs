@@ -209,6 +209,7 @@ pub fn patch(data: &[u8]) {
         namespace,
         resolved: &resolved,
         func_context: &ctx,
+        grpc_endpoint_form: Default::default(),
     };
     let Ok(ops) = build_patch(&object, kind, &injection) else {
         return; // a field of the wrong type: refused, fine

@@ -12,6 +12,14 @@ pub const APP_ID: &str = "dapr.io/app-id";
 pub const APP_PROTOCOL: &str = "dapr.io/app-protocol";
 pub const APP_PORT: &str = "dapr.io/app-port";
 pub const DAPR_ENABLED: &str = "dapr.io/enabled";
+/// Function annotation choosing the form of `DAPR_GRPC_ENDPOINT`
+/// (overrides the operator's setting).
+pub const GRPC_ENDPOINT_FORM: &str = "openfunction.io/dapr-grpc-endpoint-form";
+
+/// daprd's gRPC API port (the `<app id>-dapr` Service is headless: pod ports).
+pub const DAPR_GRPC_PORT: u16 = 50001;
+/// daprd's HTTP API port.
+pub const DAPR_HTTP_PORT: u16 = 3500;
 
 /// Default cluster domain used to build `DAPR_HOST`.
 pub const DEFAULT_CLUSTER_DOMAIN: &str = "cluster.local";
@@ -44,6 +52,53 @@ impl fmt::Display for Mode {
     }
 }
 
+/// How `DAPR_GRPC_ENDPOINT` is written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum GrpcEndpointForm {
+    /// `http://<host>:50001`: what the Go, Java, .NET and JavaScript SDKs
+    /// and Python SDK 1.12 and later read.
+    #[default]
+    Url,
+    /// `<host>:50001`: Python SDK 1.11 hands the value to gRPC as a target
+    /// name and cannot use the URL form.
+    HostPort,
+}
+
+impl GrpcEndpointForm {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GrpcEndpointForm::Url => "url",
+            GrpcEndpointForm::HostPort => "host-port",
+        }
+    }
+
+    /// `url` / `host-port`, trimmed, case ignored.
+    pub fn parse(value: &str) -> Option<Self> {
+        let v = value.trim();
+        if v.eq_ignore_ascii_case("url") {
+            Some(GrpcEndpointForm::Url)
+        } else if v.eq_ignore_ascii_case("host-port") {
+            Some(GrpcEndpointForm::HostPort)
+        } else {
+            None
+        }
+    }
+}
+
+impl fmt::Display for GrpcEndpointForm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for GrpcEndpointForm {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        GrpcEndpointForm::parse(s)
+            .ok_or_else(|| format!("{s:?} is neither \"url\" nor \"host-port\""))
+    }
+}
+
 /// Everything the webhook and the controller derive from one Function.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Resolved {
@@ -53,6 +108,8 @@ pub struct Resolved {
     pub app_port: i32,
     /// `<app id>-dapr.<namespace>.svc.<cluster domain>`
     pub dapr_host: String,
+    /// The Function's [`GRPC_ENDPOINT_FORM`] annotation, when valid.
+    pub grpc_endpoint_form: Option<GrpcEndpointForm>,
     /// Human-readable problems with the Function's annotations.
     pub warnings: Vec<String>,
 }
@@ -122,6 +179,20 @@ pub fn resolve(name: &str, namespace: &str, spec: &FunctionSpec, cluster_domain:
         ));
     }
 
+    let grpc_endpoint_form = match annotations.get(GRPC_ENDPOINT_FORM) {
+        None => None,
+        Some(v) => {
+            let form = GrpcEndpointForm::parse(v);
+            if form.is_none() && mode == Mode::Standalone {
+                warnings.push(format!(
+                    "annotation {GRPC_ENDPOINT_FORM}: {v:?} is neither \"url\" nor \"host-port\"; \
+                     the operator's default is used"
+                ));
+            }
+            form
+        }
+    };
+
     let app_port = spec.port.unwrap_or(DEFAULT_APP_PORT);
     let dapr_host = dapr_host(&app_id, namespace, cluster_domain);
 
@@ -131,7 +202,23 @@ pub fn resolve(name: &str, namespace: &str, spec: &FunctionSpec, cluster_domain:
         app_protocol,
         app_port,
         dapr_host,
+        grpc_endpoint_form,
         warnings,
+    }
+}
+
+impl Resolved {
+    /// `DAPR_GRPC_ENDPOINT`: the Function's form, else `default`.
+    pub fn grpc_endpoint(&self, default: GrpcEndpointForm) -> String {
+        match self.grpc_endpoint_form.unwrap_or(default) {
+            GrpcEndpointForm::Url => format!("http://{}:{DAPR_GRPC_PORT}", self.dapr_host),
+            GrpcEndpointForm::HostPort => format!("{}:{DAPR_GRPC_PORT}", self.dapr_host),
+        }
+    }
+
+    /// `DAPR_HTTP_ENDPOINT` (always a URL: every SDK reads it as one).
+    pub fn http_endpoint(&self) -> String {
+        format!("http://{}:{DAPR_HTTP_PORT}", self.dapr_host)
     }
 }
 
@@ -155,6 +242,30 @@ pub fn is_proxy_address(value: &str, namespace: &str) -> bool {
         return false;
     };
     after_ns.is_empty() || after_ns == ".svc" || after_ns.starts_with(".svc.")
+}
+
+/// True when `value` is an SDK endpoint of a Dapr proxy in `namespace`:
+/// an optional scheme (`http`, `https`, `grpc`, `grpcs`, `dns:`), a
+/// [proxy address](is_proxy_address), an optional port and trailing `/`.
+pub fn is_proxy_endpoint(value: &str, namespace: &str) -> bool {
+    let v = value.trim();
+    let rest = [
+        "http://", "https://", "grpc://", "grpcs://", "dns:///", "dns:",
+    ]
+    .iter()
+    .find_map(|scheme| {
+        v.get(..scheme.len())
+            .filter(|p| p.eq_ignore_ascii_case(scheme))
+            .map(|_| &v[scheme.len()..])
+    })
+    .unwrap_or(v);
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    let host = match rest.rsplit_once(':') {
+        Some((host, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => host,
+        Some(_) => return false,
+        None => rest,
+    };
+    is_proxy_address(host, namespace)
 }
 
 /// RFC 1123 label: at most 63 lowercase alphanumerics or '-', starting and
@@ -379,5 +490,78 @@ mod tests {
     #[case("10.0.0.1", false)]
     fn proxy_address(#[case] v: &str, #[case] expected: bool) {
         assert_eq!(is_proxy_address(v, "ns"), expected);
+    }
+
+    #[rstest]
+    #[case("http://f-ns-dapr.ns.svc.cluster.local:50001", true)]
+    #[case("f-ns-dapr.ns.svc.cluster.local:50001", true)]
+    #[case("https://f-ns-dapr.ns.svc.cluster.local:3500/", true)]
+    #[case("HTTP://f-ns-dapr.ns.svc:3500", true)]
+    #[case("grpc://f-ns-dapr.ns:50001", true)]
+    #[case("dns:f-ns-dapr.ns.svc.cluster.local:50001", true)]
+    #[case("f-ns-dapr.ns.svc.cluster.local", true)]
+    #[case("http://f-ns-dapr.other.svc.cluster.local:50001", false)]
+    #[case("http://localhost:50001", false)]
+    #[case("localhost:3500", false)]
+    #[case("http://f-ns-dapr.ns.svc.cluster.local:50001/v1.0", false)]
+    #[case("http://f-ns-dapr.ns.svc.cluster.local:port", false)]
+    #[case("unix:///tmp/dapr.sock", false)]
+    fn proxy_endpoint(#[case] v: &str, #[case] expected: bool) {
+        assert_eq!(is_proxy_endpoint(v, "ns"), expected, "{v}");
+    }
+
+    #[rstest]
+    #[case(
+        None,
+        GrpcEndpointForm::Url,
+        "http://f-ns-dapr.ns.svc.cluster.local:50001",
+        0
+    )]
+    #[case(
+        None,
+        GrpcEndpointForm::HostPort,
+        "f-ns-dapr.ns.svc.cluster.local:50001",
+        0
+    )]
+    #[case(
+        Some(" Host-Port "),
+        GrpcEndpointForm::Url,
+        "f-ns-dapr.ns.svc.cluster.local:50001",
+        0
+    )]
+    #[case(
+        Some("url"),
+        GrpcEndpointForm::HostPort,
+        "http://f-ns-dapr.ns.svc.cluster.local:50001",
+        0
+    )]
+    #[case(
+        Some("grpc"),
+        GrpcEndpointForm::HostPort,
+        "f-ns-dapr.ns.svc.cluster.local:50001",
+        1
+    )]
+    fn grpc_endpoint_form(
+        #[case] annotation: Option<&str>,
+        #[case] default: GrpcEndpointForm,
+        #[case] expected: &str,
+        #[case] warnings: usize,
+    ) {
+        let mut ann = vec![];
+        if let Some(a) = annotation {
+            ann.push((GRPC_ENDPOINT_FORM, a));
+        }
+        let r = resolve("f", "ns", &spec(&ann, Some(1), None), "cluster.local");
+        assert_eq!(r.grpc_endpoint(default), expected);
+        assert_eq!(
+            r.http_endpoint(),
+            "http://f-ns-dapr.ns.svc.cluster.local:3500"
+        );
+        assert_eq!(r.warnings.len(), warnings, "{:?}", r.warnings);
+        // Not a standalone Function: an invalid value is not worth a warning.
+        let mut ann = ann.clone();
+        ann.push((ENABLE_DAPR, "false"));
+        let r = resolve("f", "ns", &spec(&ann, Some(1), None), "cluster.local");
+        assert!(r.warnings.is_empty(), "{:?}", r.warnings);
     }
 }

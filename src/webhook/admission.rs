@@ -12,7 +12,7 @@ use serde_json::value::RawValue;
 
 use crate::model::func_context::func_context;
 use crate::model::function::Function;
-use crate::model::mode::{Mode, Resolved, resolve};
+use crate::model::mode::{GrpcEndpointForm, Mode, Resolved, resolve};
 use crate::model::workload::Kind;
 use crate::webhook::patch::{Injection, Op, PatchError, build_patch};
 use crate::webhook::prune;
@@ -297,6 +297,7 @@ pub fn mutate_workload(
     namespace: &str,
     function: &Function,
     cluster_domain: &str,
+    grpc_endpoint_form: GrpcEndpointForm,
 ) -> Result<Mutation, PatchError> {
     let name = function.metadata.name.as_deref().unwrap_or_default();
     let resolved = resolve(name, namespace, &function.spec, cluster_domain);
@@ -309,6 +310,7 @@ pub fn mutate_workload(
             namespace,
             resolved: &resolved,
             func_context: &ctx,
+            grpc_endpoint_form,
         },
     )?;
     let warnings = function_warnings(namespace, name, &resolved);

@@ -19,7 +19,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use tracing::{Instrument, field, info_span, warn};
 
-use crate::model::mode::Mode;
+use crate::model::mode::{GrpcEndpointForm, Mode};
 use crate::model::workload::{Classification, Kind, classify};
 use crate::webhook::admission::{Answer, DecodeError, Request, Target};
 use crate::webhook::store::{FunctionStore, Lookup};
@@ -97,6 +97,7 @@ pub trait Observer: Send + Sync + 'static {
 pub struct Webhook {
     store: FunctionStore,
     cluster_domain: String,
+    grpc_endpoint_form: GrpcEndpointForm,
     observer: Option<Arc<dyn Observer>>,
 }
 
@@ -105,8 +106,15 @@ impl Webhook {
         Webhook {
             store,
             cluster_domain: cluster_domain.into(),
+            grpc_endpoint_form: GrpcEndpointForm::default(),
             observer: None,
         }
+    }
+
+    /// The operator's form of `DAPR_GRPC_ENDPOINT`.
+    pub fn with_grpc_endpoint_form(mut self, form: GrpcEndpointForm) -> Self {
+        self.grpc_endpoint_form = form;
+        self
     }
 
     pub fn with_observer(mut self, observer: Arc<dyn Observer>) -> Self {
@@ -298,7 +306,14 @@ impl Webhook {
                 );
             }
         };
-        match admission::mutate_workload(object, kind, namespace, &function, &self.cluster_domain) {
+        match admission::mutate_workload(
+            object,
+            kind,
+            namespace,
+            &function,
+            &self.cluster_domain,
+            self.grpc_endpoint_form,
+        ) {
             Ok(m) => {
                 let outcome = if m.patch.is_empty() {
                     Outcome::Unchanged

@@ -11,7 +11,8 @@ use serde_json::{Map, Value};
 
 use crate::model::function::FUNCTION_LABEL;
 use crate::model::mode::{
-    APP_ID, APP_PORT, APP_PROTOCOL, DAPR_ENABLED, Mode, Resolved, is_proxy_address,
+    APP_ID, APP_PORT, APP_PROTOCOL, DAPR_ENABLED, GrpcEndpointForm, Mode, Resolved,
+    is_proxy_address, is_proxy_endpoint,
 };
 use crate::model::workload::Kind;
 
@@ -19,6 +20,9 @@ pub const ENV_APP_PROTOCOL: &str = "APP_PROTOCOL";
 pub const ENV_DAPR_HOST: &str = "DAPR_HOST";
 pub const ENV_DAPR_SIDECAR_IP: &str = "DAPR_SIDECAR_IP";
 pub const ENV_FUNC_CONTEXT: &str = "FUNC_CONTEXT";
+/// What the official Dapr SDKs read (Python, Go, Java, .NET, JavaScript).
+pub const ENV_DAPR_GRPC_ENDPOINT: &str = "DAPR_GRPC_ENDPOINT";
+pub const ENV_DAPR_HTTP_ENDPOINT: &str = "DAPR_HTTP_ENDPOINT";
 /// The container that gets the env changes when present.
 pub const FUNCTION_CONTAINER: &str = "function";
 
@@ -39,6 +43,9 @@ pub struct Injection<'a> {
     pub resolved: &'a Resolved,
     /// The `FUNC_CONTEXT` JSON of the function.
     pub func_context: &'a str,
+    /// The operator's form of `DAPR_GRPC_ENDPOINT` (a Function's
+    /// annotation, in `resolved`, wins).
+    pub grpc_endpoint_form: GrpcEndpointForm,
 }
 
 /// The object cannot be patched because a field has the wrong JSON type.
@@ -225,6 +232,11 @@ fn patch_env(
 
     let r = inj.resolved;
     let standalone = r.mode == Mode::Standalone;
+    let (grpc_endpoint, http_endpoint) = if standalone {
+        (r.grpc_endpoint(inj.grpc_endpoint_form), r.http_endpoint())
+    } else {
+        Default::default()
+    };
     // (name, value, overwrite an existing different value)
     let mut wanted: Vec<(&'static str, &str, bool)> = vec![
         (ENV_APP_PROTOCOL, &r.app_protocol, true),
@@ -233,6 +245,8 @@ fn patch_env(
     if standalone {
         wanted.push((ENV_DAPR_HOST, &r.dapr_host, true));
         wanted.push((ENV_DAPR_SIDECAR_IP, &r.dapr_host, true));
+        wanted.push((ENV_DAPR_GRPC_ENDPOINT, &grpc_endpoint, true));
+        wanted.push((ENV_DAPR_HTTP_ENDPOINT, &http_endpoint, true));
     }
     let env_value = |name: &str, value: &str| {
         let mut m = Map::with_capacity(2);
@@ -255,7 +269,7 @@ fn patch_env(
         Some(_) => return Err(PatchError::NotAnArray(env_path)),
     };
 
-    let mut seen = [false; 4];
+    let mut seen = vec![false; wanted.len()];
     let mut removals = Vec::new();
     for (j, entry) in env.iter().enumerate() {
         let Some(name) = entry.get("name").and_then(Value::as_str) else {
@@ -286,13 +300,7 @@ fn patch_env(
                     value: env_value(name, value),
                 }),
             }
-        } else if !standalone
-            && (name == ENV_DAPR_HOST || name == ENV_DAPR_SIDECAR_IP)
-            && entry
-                .get("value")
-                .and_then(Value::as_str)
-                .is_some_and(|v| is_proxy_address(v, inj.namespace))
-        {
+        } else if !standalone && holds_proxy_address(name, entry, inj.namespace) {
             removals.push(j);
         }
     }
@@ -312,6 +320,19 @@ fn patch_env(
         }
     }
     Ok(())
+}
+
+/// True for one of our proxy variables whose plain value is a proxy address
+/// (what standalone mode wrote; anything else is the user's and stays).
+fn holds_proxy_address(name: &str, entry: &Value, namespace: &str) -> bool {
+    let Some(value) = entry.get("value").and_then(Value::as_str) else {
+        return false;
+    };
+    match name {
+        ENV_DAPR_HOST | ENV_DAPR_SIDECAR_IP => is_proxy_address(value, namespace),
+        ENV_DAPR_GRPC_ENDPOINT | ENV_DAPR_HTTP_ENDPOINT => is_proxy_endpoint(value, namespace),
+        _ => false,
+    }
 }
 
 /// Convert to the `json-patch` crate's type, to apply a patch locally.
