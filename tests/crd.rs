@@ -381,6 +381,7 @@ fn schema_follows_the_rust_types() {
             extra: BTreeMap::new(),
         }),
         extra: BTreeMap::new(),
+        v1beta2: None,
     };
     let value = serde_json::to_value(&spec).unwrap();
     let s = schema();

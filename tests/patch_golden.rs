@@ -98,6 +98,7 @@ impl Case {
             resolved,
             func_context: ctx,
             grpc_endpoint_form: GrpcEndpointForm::Url,
+            func_context_v1beta2: None,
         };
         build_patch(object, kind_of(object), &inj)
             .unwrap_or_else(|e| panic!("{}: build_patch failed: {e}", self.name))
@@ -240,6 +241,7 @@ fn ops_for(object: &Value, kind: Kind, mode: &str) -> Vec<Op> {
         resolved: &r,
         func_context: &ctx,
         grpc_endpoint_form: GrpcEndpointForm::Url,
+        func_context_v1beta2: None,
     };
     build_patch(object, kind, &inj).unwrap()
 }

@@ -74,6 +74,7 @@ impl Setup {
             resolved: &self.resolved,
             func_context: &self.ctx,
             grpc_endpoint_form: self.form,
+            func_context_v1beta2: None,
         }
     }
 }

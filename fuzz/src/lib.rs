@@ -210,6 +210,7 @@ pub fn patch(data: &[u8]) {
         resolved: &resolved,
         func_context: &ctx,
         grpc_endpoint_form: Default::default(),
+        func_context_v1beta2: None,
     };
     let Ok(ops) = build_patch(&object, kind, &injection) else {
         return; // a field of the wrong type: refused, fine

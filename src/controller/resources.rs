@@ -18,7 +18,9 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use crate::model::func_context::func_context;
+use crate::model::func_context::{
+    ENV_FUNC_CONTEXT, ENV_FUNC_CONTEXT_V1BETA2, func_context, func_context_v1beta2,
+};
 use crate::model::function::{FUNCTION_LABEL, Function, FunctionSpec};
 use crate::model::mode::{self, Resolved};
 
@@ -238,7 +240,9 @@ pub fn proxy_pod_annotations(resolved: &Resolved, spec: &FunctionSpec) -> BTreeM
 pub fn owner_reference(func: &Function) -> Option<OwnerReference> {
     let uid = func.metadata.uid.clone()?;
     Some(OwnerReference {
-        api_version: "core.openfunction.io/v1beta1".to_owned(),
+        // the version the Function was read as: never one that needs
+        // OpenFunction's conversion webhook
+        api_version: func.read_version().api_version().to_owned(),
         kind: "Function".to_owned(),
         name: func_name(func).to_owned(),
         uid,
@@ -306,12 +310,20 @@ pub fn desired_proxy_deployment(func: &Function, settings: &ProxySettings) -> De
             protocol: Some("TCP".to_owned()),
             ..Default::default()
         }]),
-        env: Some(vec![
-            env_value("FUNC_CONTEXT", func_context(name, &func.spec)),
-            env_value("APP_PROTOCOL", resolved.app_protocol.clone()),
-            env_field("POD_NAME", "metadata.name"),
-            env_field("POD_NAMESPACE", "metadata.namespace"),
-        ]),
+        env: Some(
+            [env_value(ENV_FUNC_CONTEXT, func_context(name, &func.spec))]
+                .into_iter()
+                .chain(
+                    func_context_v1beta2(name, &func.spec)
+                        .map(|v| env_value(ENV_FUNC_CONTEXT_V1BETA2, v)),
+                )
+                .chain([
+                    env_value("APP_PROTOCOL", resolved.app_protocol.clone()),
+                    env_field("POD_NAME", "metadata.name"),
+                    env_field("POD_NAMESPACE", "metadata.namespace"),
+                ])
+                .collect(),
+        ),
         resources: Some(ResourceRequirements {
             requests: quantities([("cpu", &res.cpu_request), ("memory", &res.memory_request)]),
             limits: quantities([("cpu", &res.cpu_limit), ("memory", &res.memory_limit)]),

@@ -5,11 +5,14 @@
 //! Function read and written back loses nothing.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+
+use crate::model::v1beta2::{self, ApiVersion};
 
 /// Fields we do not model, kept verbatim.
 pub type Extra = BTreeMap<String, Value>;
@@ -38,6 +41,12 @@ pub struct FunctionSpec {
     pub serving: Option<ServingSpec>,
     #[serde(flatten)]
     pub extra: Extra,
+    /// Set when the Function was read as `v1beta2`
+    /// ([`crate::model::v1beta2::normalize`]): its v1beta2 spec as read.
+    /// Never serialized: a Function is never written back.
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub v1beta2: Option<Arc<v1beta2::Source>>,
 }
 
 /// Function status: not interpreted, kept verbatim.
@@ -160,7 +169,55 @@ pub fn serving_function_name(
     })
 }
 
+impl Function {
+    /// The version this Function was read as.
+    pub fn read_version(&self) -> ApiVersion {
+        self.spec.read_version()
+    }
+}
+
 impl FunctionSpec {
+    /// This spec, marked as read from a v1beta2 Function.
+    pub fn with_v1beta2(mut self, source: Arc<v1beta2::Source>) -> Self {
+        self.v1beta2 = Some(source);
+        self
+    }
+
+    /// The version the Function was read as.
+    pub fn read_version(&self) -> ApiVersion {
+        if self.v1beta2.is_some() {
+            ApiVersion::V1beta2
+        } else {
+            ApiVersion::V1beta1
+        }
+    }
+
+    /// Whether dapr is enabled when `openfunction.io/enable-dapr` is absent:
+    /// for v1beta1, `spec.serving.inputs` or `outputs` non-empty; for
+    /// v1beta2, as OpenFunction v1.2.0 ([`v1beta2::ServingImpl::dapr_by_default`]).
+    pub fn dapr_by_default(&self) -> bool {
+        if let Some(src) = &self.v1beta2 {
+            return src
+                .spec
+                .serving
+                .as_ref()
+                .is_some_and(|s| s.dapr_by_default());
+        }
+        self.serving.as_ref().is_some_and(|s| {
+            s.inputs.as_ref().is_some_and(|v| !v.is_empty())
+                || s.outputs.as_ref().is_some_and(|v| !v.is_empty())
+        })
+    }
+
+    /// What [`Self::dapr_by_default`] looks at, for messages.
+    pub fn dapr_sources(&self) -> &'static str {
+        if self.v1beta2.is_some() {
+            "dapr triggers, inputs, outputs or states"
+        } else {
+            "inputs or outputs"
+        }
+    }
+
     /// The serving annotations, or an empty map.
     pub fn serving_annotations(&self) -> Option<&BTreeMap<String, String>> {
         self.serving.as_ref().and_then(|s| s.annotations.as_ref())

@@ -5,4 +5,5 @@ pub mod crd;
 pub mod func_context;
 pub mod function;
 pub mod mode;
+pub mod v1beta2;
 pub mod workload;

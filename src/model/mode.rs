@@ -120,10 +120,7 @@ pub fn resolve(name: &str, namespace: &str, spec: &FunctionSpec, cluster_domain:
     let annotations = spec.serving_annotations().unwrap_or(&empty);
     let mut warnings = Vec::new();
 
-    let has_io = spec.serving.as_ref().is_some_and(|s| {
-        s.inputs.as_ref().is_some_and(|v| !v.is_empty())
-            || s.outputs.as_ref().is_some_and(|v| !v.is_empty())
-    });
+    let has_io = spec.dapr_by_default();
     let enabled = match annotations.get(ENABLE_DAPR).map(|v| v.trim()) {
         None => has_io,
         Some(v) if v.eq_ignore_ascii_case("true") => true,
@@ -131,9 +128,10 @@ pub fn resolve(name: &str, namespace: &str, spec: &FunctionSpec, cluster_domain:
         Some(v) => {
             warnings.push(format!(
                 "annotation {ENABLE_DAPR}: {v:?} is neither \"true\" nor \"false\"; \
-                 treated as absent (dapr {} because the function {} inputs or outputs)",
+                 treated as absent (dapr {} because the function {} {})",
                 if has_io { "enabled" } else { "disabled" },
                 if has_io { "has" } else { "has no" },
+                spec.dapr_sources(),
             ));
             has_io
         }

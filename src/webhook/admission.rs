@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use serde_json::value::RawValue;
 
-use crate::model::func_context::func_context;
+use crate::model::func_context::{func_context, func_context_v1beta2};
 use crate::model::function::Function;
 use crate::model::mode::{GrpcEndpointForm, Mode, Resolved, resolve};
 use crate::model::workload::Kind;
@@ -302,6 +302,7 @@ pub fn mutate_workload(
     let name = function.metadata.name.as_deref().unwrap_or_default();
     let resolved = resolve(name, namespace, &function.spec, cluster_domain);
     let ctx = func_context(name, &function.spec);
+    let ctx_v1beta2 = func_context_v1beta2(name, &function.spec);
     let patch = build_patch(
         object,
         kind,
@@ -311,6 +312,7 @@ pub fn mutate_workload(
             resolved: &resolved,
             func_context: &ctx,
             grpc_endpoint_form,
+            func_context_v1beta2: ctx_v1beta2.as_deref(),
         },
     )?;
     let warnings = function_warnings(namespace, name, &resolved);

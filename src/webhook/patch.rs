@@ -19,7 +19,7 @@ use crate::model::workload::Kind;
 pub const ENV_APP_PROTOCOL: &str = "APP_PROTOCOL";
 pub const ENV_DAPR_HOST: &str = "DAPR_HOST";
 pub const ENV_DAPR_SIDECAR_IP: &str = "DAPR_SIDECAR_IP";
-pub const ENV_FUNC_CONTEXT: &str = "FUNC_CONTEXT";
+pub use crate::model::func_context::{ENV_FUNC_CONTEXT, ENV_FUNC_CONTEXT_V1BETA2};
 /// What the official Dapr SDKs read (Python, Go, Java, .NET, JavaScript).
 pub const ENV_DAPR_GRPC_ENDPOINT: &str = "DAPR_GRPC_ENDPOINT";
 pub const ENV_DAPR_HTTP_ENDPOINT: &str = "DAPR_HTTP_ENDPOINT";
@@ -46,6 +46,8 @@ pub struct Injection<'a> {
     /// The operator's form of `DAPR_GRPC_ENDPOINT` (a Function's
     /// annotation, in `resolved`, wins).
     pub grpc_endpoint_form: GrpcEndpointForm,
+    /// The `FUNC_CONTEXT_V1BETA2` JSON of a v1beta2 Function.
+    pub func_context_v1beta2: Option<&'a str>,
 }
 
 /// The object cannot be patched because a field has the wrong JSON type.
@@ -242,6 +244,9 @@ fn patch_env(
         (ENV_APP_PROTOCOL, &r.app_protocol, true),
         (ENV_FUNC_CONTEXT, inj.func_context, false),
     ];
+    if let Some(v2) = inj.func_context_v1beta2 {
+        wanted.push((ENV_FUNC_CONTEXT_V1BETA2, v2, false));
+    }
     if standalone {
         wanted.push((ENV_DAPR_HOST, &r.dapr_host, true));
         wanted.push((ENV_DAPR_SIDECAR_IP, &r.dapr_host, true));
