@@ -41,6 +41,62 @@ pub enum Command {
     /// Generate a CA and a serving certificate for the webhook's Service
     /// (ca.crt, tls.crt, tls.key).
     Certs(CertsArgs),
+    /// Check an installation against the current kubeconfig's cluster
+    /// (reads only). Exit status 0: no failure; 1: failures; 2: the
+    /// cluster cannot be reached.
+    Check(CheckArgs),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Text,
+    Json,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct CheckArgs {
+    /// Limit the Function part to this namespace.
+    #[arg(long, short = 'n')]
+    pub namespace: Option<String>,
+    /// The MutatingWebhookConfiguration to check.
+    #[arg(long, default_value = crate::ops::certs::DEFAULT_WEBHOOK_CONFIG_NAME, value_name = "NAME")]
+    pub webhook_config: String,
+    /// Namespace openfunction-dapr is installed in.
+    #[arg(long, default_value = crate::ops::certs::DEFAULT_NAMESPACE, value_name = "NS")]
+    pub install_namespace: String,
+    /// Secret holding the webhook's serving certificate (read when its pods
+    /// cannot be reached from here).
+    #[arg(long, default_value = crate::ops::certs::DEFAULT_SECRET_NAME, value_name = "NAME")]
+    pub cert_secret: String,
+    /// Namespace of the controller's Lease (default: --install-namespace).
+    #[arg(long, value_name = "NS")]
+    pub lease_namespace: Option<String>,
+    /// Name of the controller's Lease.
+    #[arg(long, default_value = crate::ops::leader::DEFAULT_LEASE_NAME, value_name = "NAME")]
+    pub lease_name: String,
+    /// Cluster domain used in DAPR_HOST.
+    #[arg(long, default_value = DEFAULT_CLUSTER_DOMAIN)]
+    pub cluster_domain: String,
+    /// Output format.
+    #[arg(long, short = 'o', value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+}
+
+impl CheckArgs {
+    pub fn options(&self) -> crate::check::CheckOptions {
+        crate::check::CheckOptions {
+            namespace: self.namespace.clone(),
+            webhook_config: self.webhook_config.clone(),
+            cert_secret: self.cert_secret.clone(),
+            lease_namespace: self
+                .lease_namespace
+                .clone()
+                .unwrap_or_else(|| self.install_namespace.clone()),
+            lease_name: self.lease_name.clone(),
+            install_namespace: self.install_namespace.clone(),
+            cluster_domain: self.cluster_domain.clone(),
+        }
+    }
 }
 
 #[derive(Args, Debug, Clone)]

@@ -10,6 +10,7 @@
 //! - [`ops`]: TLS, certificates, leader election, the HTTP servers;
 //! - [`model`]: the Function and everything derived from it, pure.
 
+pub mod check;
 pub mod cli;
 pub mod controller;
 pub mod inject;

@@ -2,7 +2,9 @@ use std::io::{IsTerminal, Read};
 use std::process::ExitCode;
 
 use clap::Parser;
-use openfunction_dapr::cli::{CertsArgs, Cli, Command, InjectArgs, LogFormat};
+use openfunction_dapr::cli::{
+    CertsArgs, CheckArgs, Cli, Command, InjectArgs, LogFormat, OutputFormat,
+};
 use openfunction_dapr::controller::resources::ProxySettings;
 use openfunction_dapr::inject::{self, Input};
 
@@ -28,10 +30,12 @@ fn main() -> ExitCode {
                 Ok(())
             }
             Command::Certs(args) => run_certs(&args),
+            Command::Check(args) => return Ok(run_check(&args).await),
         }
+        .map(|()| ExitCode::SUCCESS)
     });
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
@@ -73,6 +77,20 @@ async fn run_inject(args: InjectArgs) -> anyhow::Result<()> {
     }
     print!("{}", out.to_yaml()?);
     Ok(())
+}
+
+/// `check`: the report on stdout, its verdict as the exit status.
+async fn run_check(args: &CheckArgs) -> ExitCode {
+    use openfunction_dapr::check::{self, Report};
+    let report = match kube::Client::try_default().await {
+        Ok(client) => check::run(&client, &args.options()).await,
+        Err(e) => Report::unreachable(format!("no usable kubeconfig or in-cluster config: {e}")),
+    };
+    match args.output {
+        OutputFormat::Text => print!("{}", report.to_text()),
+        OutputFormat::Json => println!("{}", report.to_json()),
+    }
+    ExitCode::from(report.exit_code())
 }
 
 fn run_certs(args: &CertsArgs) -> anyhow::Result<()> {

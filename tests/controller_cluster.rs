@@ -18,9 +18,8 @@
 
 mod common;
 
-use std::future::Future;
 use std::panic::AssertUnwindSafe;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::FutureExt;
 use futures::future::BoxFuture;
@@ -37,6 +36,7 @@ use openfunction_dapr::model::function::Function;
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
+use common::cluster::{cluster, random_suffix, wait_for};
 use common::harness::fixture_function;
 
 const CRD_NAME: &str = "functions.core.openfunction.io";
@@ -44,40 +44,6 @@ const CRD_NAME: &str = "functions.core.openfunction.io";
 const ACT: Duration = Duration::from_secs(90);
 /// Garbage collection after a Function is deleted.
 const GC: Duration = Duration::from_secs(180);
-
-async fn cluster() -> Option<Client> {
-    let configured = std::env::var_os("KUBECONFIG").is_some_and(|v| !v.is_empty())
-        || std::env::var_os("KUBERNETES_SERVICE_HOST").is_some();
-    if !configured {
-        println!("skipped: KUBECONFIG is not set (no cluster to test against)");
-        return None;
-    }
-    let client = match tokio::time::timeout(Duration::from_secs(15), Client::try_default()).await {
-        Ok(Ok(c)) => c,
-        Ok(Err(e)) => {
-            println!("skipped: no usable kubeconfig ({e})");
-            return None;
-        }
-        Err(_) => {
-            println!("skipped: loading the kubeconfig timed out");
-            return None;
-        }
-    };
-    match tokio::time::timeout(Duration::from_secs(15), client.apiserver_version()).await {
-        Ok(Ok(v)) => {
-            println!("cluster: Kubernetes {}.{}", v.major, v.minor);
-            Some(client)
-        }
-        Ok(Err(e)) => {
-            println!("skipped: the cluster is not reachable ({e})");
-            None
-        }
-        Err(_) => {
-            println!("skipped: the cluster did not answer in 15 s");
-            None
-        }
-    }
-}
 
 fn crd_path() -> std::path::PathBuf {
     std::env::var_os("OPENFUNCTION_CRD")
@@ -125,36 +91,6 @@ async fn ensure_crd(client: &Client) {
             .then_some(())
     })
     .await;
-}
-
-async fn wait_for<T, F, Fut>(what: &str, limit: Duration, mut probe: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let start = Instant::now();
-    loop {
-        if let Some(v) = probe().await {
-            println!("  {what}: {:.1?}", start.elapsed());
-            return v;
-        }
-        assert!(
-            start.elapsed() < limit,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-}
-
-fn random_suffix() -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!(
-        "{:x}",
-        (nanos ^ (u128::from(std::process::id()) << 40)) & 0xff_ffff_ffff
-    )
 }
 
 /// A namespace with the controller running in it.

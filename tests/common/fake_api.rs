@@ -570,6 +570,13 @@ impl Route {
                 plural: (*plural).to_owned(),
                 name: None,
             }),
+            // A cluster-scoped object (a CRD, a webhook configuration).
+            [plural, name] => Some(Route {
+                prefix,
+                namespace: None,
+                plural: (*plural).to_owned(),
+                name: Some((*name).to_owned()),
+            }),
             _ => None,
         }
     }

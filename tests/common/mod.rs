@@ -2,6 +2,7 @@
 //! Each test file compiles its own copy and uses part of it.
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod fake_api;
 pub mod harness;
 pub mod python;
