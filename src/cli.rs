@@ -77,6 +77,10 @@ pub struct CheckArgs {
     /// Cluster domain used in DAPR_HOST.
     #[arg(long, default_value = DEFAULT_CLUSTER_DOMAIN)]
     pub cluster_domain: String,
+    /// The webhook's --dapr-grpc-endpoint-form, to compare workloads with
+    /// what it produces.
+    #[arg(long, default_value_t = GrpcEndpointForm::Url)]
+    pub dapr_grpc_endpoint_form: GrpcEndpointForm,
     /// Output format.
     #[arg(long, short = 'o', value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
@@ -95,6 +99,7 @@ impl CheckArgs {
             lease_name: self.lease_name.clone(),
             install_namespace: self.install_namespace.clone(),
             cluster_domain: self.cluster_domain.clone(),
+            grpc_endpoint_form: self.dapr_grpc_endpoint_form,
         }
     }
 }

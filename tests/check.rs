@@ -30,6 +30,7 @@ fn options() -> CheckOptions {
         lease_name: "openfunction-dapr-controller".into(),
         install_namespace: INSTALL_NS.into(),
         cluster_domain: "cluster.local".into(),
+        grpc_endpoint_form: Default::default(),
     }
 }
 
@@ -135,7 +136,7 @@ fn function_workload(name: &str) -> Value {
 /// `object` as the webhook admits it now.
 fn admitted(object: &Value, kind: Kind) -> Value {
     let f: Function = serde_json::from_value(function()).unwrap();
-    let m = mutate_workload(object, kind, FN_NS, &f, "cluster.local").unwrap();
+    let m = mutate_workload(object, kind, FN_NS, &f, "cluster.local", Default::default()).unwrap();
     let patch: json_patch::Patch =
         serde_json::from_value(serde_json::to_value(&m.patch).unwrap()).unwrap();
     let mut out = object.clone();

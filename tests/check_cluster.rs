@@ -158,6 +158,7 @@ async fn scenario(client: &Client, ns: &str, config_name: &str, identity: &str) 
         lease_name: openfunction_dapr::ops::leader::DEFAULT_LEASE_NAME.into(),
         install_namespace: ns.to_owned(),
         cluster_domain: "cluster.local".into(),
+        grpc_endpoint_form: Default::default(),
     };
     let report = wait_for("the Lease to be held", ACT, || async {
         let r = check::run(client, &opts).await;

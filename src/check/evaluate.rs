@@ -16,7 +16,7 @@ use super::cert::{self, CertProblem};
 use super::report::{Finding, Section};
 use crate::controller::resources::{MANAGED_BY, MANAGED_BY_LABEL, proxy_deployment_name};
 use crate::model::function::{FUNCTION_LABEL, Function, PROXY_LABEL, SERVING_LABEL, Serving};
-use crate::model::mode::{Mode, resolve};
+use crate::model::mode::{GrpcEndpointForm, Mode, resolve};
 use crate::model::workload::{Classification, Kind, classify};
 use crate::ops::certs::RENEW_BEFORE;
 use crate::webhook::admission::mutate_workload;
@@ -69,6 +69,8 @@ pub struct Snapshot {
     /// Pods carrying a function or serving label, raw.
     pub pods: Vec<Value>,
     pub cluster_domain: String,
+    /// The webhook's `--dapr-grpc-endpoint-form`.
+    pub grpc_endpoint_form: GrpcEndpointForm,
     /// The namespace the Function part was limited to.
     pub namespace: Option<String>,
     /// The namespace openfunction-dapr runs in (for fixes).
@@ -754,7 +756,14 @@ async fn workload_findings(s: &Snapshot) -> Vec<Finding> {
                 continue;
             }
         };
-        match mutate_workload(object, kind, ns, &function, &s.cluster_domain) {
+        match mutate_workload(
+            object,
+            kind,
+            ns,
+            &function,
+            &s.cluster_domain,
+            s.grpc_endpoint_form,
+        ) {
             Ok(m) if m.patch.is_empty() => *wired.entry(ns.to_owned()).or_default() += 1,
             Ok(m) => {
                 let paths: Vec<String> = m

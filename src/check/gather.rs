@@ -173,6 +173,7 @@ pub async fn snapshot(
         deployments: labelled_deployments,
         pods,
         cluster_domain: opts.cluster_domain.clone(),
+        grpc_endpoint_form: opts.grpc_endpoint_form,
         namespace: opts.namespace.clone(),
         install_namespace: opts.install_namespace.clone(),
     })

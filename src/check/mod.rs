@@ -33,6 +33,8 @@ pub struct CheckOptions {
     /// Where openfunction-dapr is installed (named in fixes).
     pub install_namespace: String,
     pub cluster_domain: String,
+    /// The webhook's `--dapr-grpc-endpoint-form`, to compute its output.
+    pub grpc_endpoint_form: crate::model::mode::GrpcEndpointForm,
 }
 
 /// Gather and evaluate. A cluster that cannot be reached gives a report
