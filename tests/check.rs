@@ -4,18 +4,17 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use base64::Engine;
 use common::fake_api::{FakeApi, http_client};
+use common::webhook::tls_presenting;
 use openfunction_dapr::check::{self, CheckOptions, Report};
 use openfunction_dapr::model::function::Function;
 use openfunction_dapr::model::workload::Kind;
 use openfunction_dapr::ops::certs::{self, generate_ca, sign_leaf};
 use openfunction_dapr::webhook::admission::mutate_workload;
 use serde_json::{Value, json};
-use tokio::net::TcpListener;
 
 const INSTALL_NS: &str = "openfunction-dapr";
 const CONFIG: &str = "00-openfunction-dapr";
@@ -652,26 +651,6 @@ async fn an_unreachable_cluster_exits_2() {
     assert!(v["unreachable"].is_string());
 }
 
-/// A TLS server on 127.0.0.1 presenting `cert`; returns its port.
-async fn tls_server(cert_pem: &str, key_pem: &str) -> u16 {
-    let resolver = Arc::new(
-        openfunction_dapr::ops::tls::ReloadingResolver::from_pem(cert_pem, key_pem).unwrap(),
-    );
-    let config = openfunction_dapr::ops::tls::server_config(resolver, None).unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(config);
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                let _ = acceptor.accept(tcp).await;
-            });
-        }
-    });
-    port
-}
-
 /// A leaf for 127.0.0.1 signed by `ca`, valid until `not_after`.
 fn leaf_until(ca: &(String, String), not_after: SystemTime) -> (String, String) {
     let issuer =
@@ -700,7 +679,7 @@ async fn ca_bundle_is_checked_against_the_certificate_really_served() {
     let c = healthy();
     let now = SystemTime::now();
     let good = leaf_until(&c.ca, now + Duration::from_secs(365 * 86_400));
-    let port = tls_server(&good.0, &good.1).await;
+    let port = tls_presenting(&good.0, &good.1).await;
 
     c.fake.put(&config_path(CONFIG), url_config(port, &c.ca.0));
     let report = run(&c).await;
@@ -732,7 +711,7 @@ async fn ca_bundle_is_checked_against_the_certificate_really_served() {
 
     // An expired certificate, from the right CA.
     let expired = leaf_until(&c.ca, now - Duration::from_secs(86_400));
-    let port = tls_server(&expired.0, &expired.1).await;
+    let port = tls_presenting(&expired.0, &expired.1).await;
     c.fake.put(&config_path(CONFIG), url_config(port, &c.ca.0));
     let f = one(&run(&c).await, "webhook.ca-bundle");
     assert_eq!(f["status"], "fail");
@@ -750,7 +729,7 @@ async fn ca_bundle_is_checked_against_the_certificate_really_served() {
 
     // About to expire: a warning.
     let soon = leaf_until(&c.ca, now + Duration::from_secs(5 * 86_400));
-    let port = tls_server(&soon.0, &soon.1).await;
+    let port = tls_presenting(&soon.0, &soon.1).await;
     c.fake.put(&config_path(CONFIG), url_config(port, &c.ca.0));
     let f = one(&run(&c).await, "webhook.ca-bundle");
     assert_eq!(f["status"], "warn");

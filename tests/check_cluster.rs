@@ -17,7 +17,6 @@
 mod common;
 
 use std::panic::AssertUnwindSafe;
-use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
@@ -30,33 +29,14 @@ use kube::api::{Api, DeleteParams, PostParams};
 use openfunction_dapr::check::{self, CheckOptions, Report, Status};
 use openfunction_dapr::controller::{self, ControllerSettings};
 use openfunction_dapr::model::function::Function;
-use openfunction_dapr::ops::tls::{ReloadingResolver, generate_ca_and_cert, server_config};
+use openfunction_dapr::ops::tls::generate_ca_and_cert;
 use serde_json::{Value, json};
-use tokio::net::TcpListener;
 
 use common::cluster::{cluster, random_suffix, wait_for};
 use common::harness::fixture_function;
+use common::webhook::tls_presenting;
 
 const ACT: Duration = Duration::from_secs(90);
-
-/// A TLS server on 127.0.0.1 presenting a certificate of a fresh CA;
-/// returns the port and the CA.
-async fn tls_server() -> (u16, String) {
-    let certs = generate_ca_and_cert(&[], true).unwrap();
-    let resolver = Arc::new(ReloadingResolver::from_pem(&certs.cert_pem, &certs.key_pem).unwrap());
-    let acceptor = tokio_rustls::TlsAcceptor::from(server_config(resolver, None).unwrap());
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                let _ = acceptor.accept(tcp).await;
-            });
-        }
-    });
-    (port, certs.ca_pem)
-}
 
 /// The shipped configuration, renamed, limited to `ns`, failing open, its
 /// entries calling `url` with `ca` as caBundle.
@@ -122,6 +102,16 @@ async fn check_on_a_healthy_and_a_broken_setup() {
     if let Err(panic) = outcome {
         std::panic::resume_unwind(panic);
     }
+}
+
+/// A TLS server on 127.0.0.1 with a certificate of a fresh CA: its port
+/// and that CA.
+async fn tls_server() -> (u16, String) {
+    let certs = generate_ca_and_cert(&[], true).unwrap();
+    (
+        tls_presenting(&certs.cert_pem, &certs.key_pem).await,
+        certs.ca_pem,
+    )
 }
 
 async fn scenario(client: &Client, ns: &str, config_name: &str, identity: &str) {

@@ -316,6 +316,17 @@ fn ca_finding(s: &Snapshot, entry: &MutatingWebhook) -> Finding {
     }
 }
 
+/// The fields of a webhook entry compared with the shipped configuration.
+const COMPARED_FIELDS: [&str; 7] = [
+    "failurePolicy",
+    "timeoutSeconds",
+    "sideEffects",
+    "reinvocationPolicy",
+    "objectSelector",
+    "namespaceSelector",
+    "rules",
+];
+
 /// Failure policy, timeout, selectors and rules against the shipped entry
 /// of the same name.
 fn shipped_differences(s: &Snapshot, entries: &[MutatingWebhook]) -> Vec<Finding> {
@@ -336,43 +347,18 @@ fn shipped_differences(s: &Snapshot, entries: &[MutatingWebhook]) -> Vec<Finding
             ));
             continue;
         };
-        let mut diffs = Vec::new();
-        let mut cmp = |what: &str, a: Value, b: Value| {
-            if a != b {
-                diffs.push(format!("{what} {} (shipped {})", compact(&a), compact(&b)));
-            }
-        };
-        cmp(
-            "failurePolicy",
-            json(&have.failure_policy),
-            json(&want.failure_policy),
-        );
-        cmp(
-            "timeoutSeconds",
-            json(&have.timeout_seconds),
-            json(&want.timeout_seconds),
-        );
-        cmp(
-            "sideEffects",
-            json(&have.side_effects),
-            json(&want.side_effects),
-        );
-        cmp(
-            "reinvocationPolicy",
-            json(&have.reinvocation_policy),
-            json(&want.reinvocation_policy),
-        );
-        cmp(
-            "objectSelector",
-            json(&have.object_selector),
-            json(&want.object_selector),
-        );
-        cmp(
-            "namespaceSelector",
-            json(&have.namespace_selector),
-            json(&want.namespace_selector),
-        );
-        cmp("rules", json(&have.rules), json(&want.rules));
+        let (have, want_json) = (json(have), json(want));
+        let diffs: Vec<String> = COMPARED_FIELDS
+            .iter()
+            .filter(|f| have[**f] != want_json[**f])
+            .map(|f| {
+                format!(
+                    "{f} {} (shipped {})",
+                    compact(&have[*f]),
+                    compact(&want_json[*f])
+                )
+            })
+            .collect();
         if diffs.is_empty() {
             out.push(Finding::ok(
                 Section::Webhook,

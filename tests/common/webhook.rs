@@ -312,3 +312,24 @@ pub fn client_identity() -> (String, String, String) {
     let cert = params.signed_by(&key, &issuer).expect("client cert");
     (ca.pem(), cert.pem(), key.serialize_pem())
 }
+
+/// A bare TLS server on 127.0.0.1 presenting `cert_pem` (it completes
+/// handshakes and nothing more); returns its port.
+pub async fn tls_presenting(cert_pem: &str, key_pem: &str) -> u16 {
+    let resolver = std::sync::Arc::new(
+        openfunction_dapr::ops::tls::ReloadingResolver::from_pem(cert_pem, key_pem).unwrap(),
+    );
+    let config = openfunction_dapr::ops::tls::server_config(resolver, None).unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let _ = acceptor.accept(tcp).await;
+            });
+        }
+    });
+    port
+}
