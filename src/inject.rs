@@ -11,6 +11,7 @@ use crate::controller::resources::{
 };
 use crate::model::function::{Function, Serving};
 use crate::model::mode::{GrpcEndpointForm, Mode, resolve};
+use crate::model::v1beta2::read_function;
 use crate::model::workload::{Classification, Kind, classify};
 use crate::webhook::admission::{function_warnings, mutate_workload};
 use crate::webhook::patch;
@@ -199,8 +200,8 @@ fn classify_document(value: Value) -> Result<Doc, String> {
         .and_then(Value::as_str)
         .unwrap_or_default();
     match (api_version, kind) {
-        (v, "Function") if v.starts_with("core.openfunction.io/") => serde_json::from_value(value)
-            .map(Doc::Function)
+        (v, "Function") if v.starts_with("core.openfunction.io/") => read_function(value)
+            .map(|f| Doc::Function(Box::new(f)))
             .map_err(|e| format!("invalid Function: {e}")),
         (v, "Serving") if v.starts_with("core.openfunction.io/") => serde_json::from_value(value)
             .map(Doc::Serving)

@@ -261,8 +261,7 @@ fn the_validator_is_not_vacuous() {
 #[test]
 fn every_function_valid_under_the_real_crd_is_accepted_unpruned() {
     let Some((spec, status)) = real_crd::v1beta1_schemas() else {
-        eprintln!("SKIPPED: OpenFunction v0.8.0 CRDs not found (set OPENFUNCTION_CRDS)");
-        return;
+        return; // the helper printed SKIPPED
     };
     let all = real_crd::instances(&spec, &status);
     let maximal = &all[0].1;

@@ -459,6 +459,18 @@ pub fn normalize(f: Function) -> v1beta1::Function {
     }
 }
 
+/// Read a Function document of either version (by its `apiVersion`;
+/// anything but `core.openfunction.io/v1beta2` is read as v1beta1).
+pub fn read_function(doc: Value) -> Result<v1beta1::Function, serde_json::Error> {
+    let v2 =
+        doc.get("apiVersion").and_then(Value::as_str) == Some(ApiVersion::V1beta2.api_version());
+    if v2 {
+        serde_json::from_value::<Function>(doc).map(normalize)
+    } else {
+        serde_json::from_value::<v1beta1::Function>(doc)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

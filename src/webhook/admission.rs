@@ -13,6 +13,7 @@ use serde_json::value::RawValue;
 use crate::model::func_context::{func_context, func_context_v1beta2};
 use crate::model::function::Function;
 use crate::model::mode::{GrpcEndpointForm, Mode, Resolved, resolve};
+use crate::model::v1beta2::read_function;
 use crate::model::workload::Kind;
 use crate::webhook::patch::{Injection, Op, PatchError, build_patch};
 use crate::webhook::prune;
@@ -340,7 +341,7 @@ pub fn review_function(request: &Request, cluster_domain: &str) -> Answer {
         return Answer::allow();
     };
     let namespace = request.namespace().unwrap_or("default");
-    match serde_json::from_value::<Function>(object.clone()) {
+    match read_function(object.clone()) {
         Ok(f) => {
             let name = f.metadata.name.as_deref().unwrap_or_default();
             let resolved = resolve(name, namespace, &f.spec, cluster_domain);

@@ -16,6 +16,7 @@ use serde_json::Value;
 use tracing::{debug, info, warn};
 
 use crate::model::function::{Function, Serving, serving_function_name};
+use crate::model::v1beta2::read_function;
 use crate::model::workload::Owner;
 
 /// Where a look-up was answered from (a metrics label).
@@ -155,12 +156,11 @@ impl FunctionStore {
                     doc.get("kind").and_then(Value::as_str).unwrap_or_default(),
                 );
                 let result = match kind {
-                    (v, "Function") if v.starts_with("core.openfunction.io/") => {
-                        serde_json::from_value::<Function>(doc).map(|mut f| {
+                    (v, "Function") if v.starts_with("core.openfunction.io/") => read_function(doc)
+                        .map(|mut f| {
                             slim(&mut f);
                             functions.push(f)
-                        })
-                    }
+                        }),
                     (v, "Serving") if v.starts_with("core.openfunction.io/") => {
                         serde_json::from_value(doc).map(|s| servings.push(s))
                     }
@@ -433,6 +433,32 @@ fn slim(f: &mut Function) {
             io.extra = Default::default();
         }
     }
+    // the v1beta2 spec: everything but what the contexts read
+    if let Some(src) = f.spec.v1beta2.as_mut() {
+        let spec = &mut Arc::make_mut(src).spec;
+        spec.image = String::new();
+        spec.extra = Default::default();
+        if let Some(s) = spec.serving.as_mut() {
+            s.template = None;
+            s.scale_options = None;
+            s.extra = Default::default();
+            for c in s
+                .bindings
+                .iter_mut()
+                .chain(s.pubsub.iter_mut())
+                .flat_map(|m| m.values_mut())
+                .chain(
+                    s.states
+                        .iter_mut()
+                        .flat_map(|m| m.values_mut())
+                        .filter_map(|st| st.spec.as_mut()),
+                )
+            {
+                c.metadata = Vec::new();
+                c.extra = Default::default();
+            }
+        }
+    }
 }
 
 /// Drop what the webhook never reads and that can dominate an object's
@@ -643,6 +669,58 @@ mod tests {
             crate::model::func_context::func_context(name, &cached.spec),
             crate::model::func_context::func_context(name, &full)
         );
+    }
+
+    #[test]
+    fn slimmed_v1beta2_functions_keep_what_the_contexts_read() {
+        let doc = serde_json::json!({
+            "apiVersion": "core.openfunction.io/v1beta2", "kind": "Function",
+            "metadata": {"name": "f", "namespace": "a",
+                "annotations": {"plugins": "pre: [p]", "plugins.tracing": "enabled: false"}},
+            "spec": {"image": "i", "version": "v1", "build": {"x": 1}, "serving": {
+                "template": {"containers": []}, "scaleOptions": {"maxReplicas": 3},
+                "workloadType": "Deployment",
+                "triggers": {"http": {"port": 9000, "route": {"gatewayRef": {"name": "gw", "namespace": "n"}}},
+                    "dapr": [{"name": "c", "inputName": "in"}],
+                    "inputs": [{"dapr": {"name": "s"}}]},
+                "bindings": {"c": {"type": "bindings.cron", "version": "v1",
+                    "metadata": [{"name": "schedule", "value": "@every 2s"}]}},
+                "states": {"s": {"spec": {"type": "state.redis", "version": "v1",
+                    "metadata": [{"name": "redisHost", "value": "r:6379"}]}}},
+                "outputs": [{"dapr": {"name": "o", "type": "bindings.kafka", "operation": "create"}}],
+                "hooks": {"pre": ["a"], "post": ["b"]},
+                "tracing": {"enabled": true, "provider": {"name": "skywalking"}}
+            }}
+        });
+        let full = crate::model::v1beta2::read_function(doc).unwrap();
+        let store = FunctionStore::from_objects(vec![full.clone()], vec![]);
+        let cached = store.cached("a", "f").unwrap();
+        let src = cached.spec.v1beta2.as_ref().unwrap();
+        let serving = src.spec.serving.as_ref().unwrap();
+        assert!(serving.template.is_none() && serving.scale_options.is_none());
+        assert!(
+            serving.states.as_ref().unwrap()["s"]
+                .spec
+                .as_ref()
+                .unwrap()
+                .metadata
+                .is_empty()
+        );
+        assert!(src.spec.extra.is_empty());
+        use crate::model::func_context::{func_context, func_context_v1beta2};
+        assert_eq!(
+            crate::model::mode::resolve("f", "a", &cached.spec, "cluster.local"),
+            crate::model::mode::resolve("f", "a", &full.spec, "cluster.local")
+        );
+        assert_eq!(
+            func_context("f", &cached.spec),
+            func_context("f", &full.spec)
+        );
+        assert_eq!(
+            func_context_v1beta2("f", &cached.spec),
+            func_context_v1beta2("f", &full.spec)
+        );
+        assert!(func_context("f", &cached.spec).contains(r#""prePlugins":["p"]"#));
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 pub mod cluster;
 pub mod fake_api;
+pub mod fixtures;
 pub mod harness;
 pub mod python;
 pub mod real_crd;

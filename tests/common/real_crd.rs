@@ -1,27 +1,25 @@
-//! Functions generated from the real OpenFunction v0.8.0 CRD's
-//! `openAPIV3Schema`: a maximal one (every property, two entries in every
-//! map and list), a minimal one (required fields only) and random subsets.
-//! The CRD is test data outside the repository
-//! (`../shared/fixtures/openfunction-v0.8.0/crds/`, or `$OPENFUNCTION_CRDS`).
+//! Functions generated from the real OpenFunction CRDs' `openAPIV3Schema`
+//! (v0.8.0's `v1beta1`, v1.2.0's `v1beta2`): a maximal one (every property,
+//! two entries in every map and list), a minimal one (required fields only)
+//! and random subsets. The CRDs are test data outside the repository
+//! (`$OFD_FIXTURES/openfunction-<release>/crds/`, see [`super::fixtures`];
+//! `$OPENFUNCTION_CRDS` overrides the v0.8.0 directory).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde_json::{Map, Value, json};
 
+/// The v0.8.0 CRD directory, or `None` after printing `SKIPPED: ...`.
 pub fn real_crd_dir() -> Option<PathBuf> {
-    [
-        std::env::var_os("OPENFUNCTION_CRDS").map(PathBuf::from),
-        Some(
-            Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("../shared/fixtures/openfunction-v0.8.0/crds"),
-        ),
-        Some(PathBuf::from(
-            "/work/shared/fixtures/openfunction-v0.8.0/crds",
-        )),
-    ]
-    .into_iter()
-    .flatten()
-    .find(|p| p.join("functions.core.openfunction.io.yaml").is_file())
+    if let Some(dir) = std::env::var_os("OPENFUNCTION_CRDS").map(PathBuf::from)
+        && dir.join("functions.core.openfunction.io.yaml").is_file()
+    {
+        return Some(dir);
+    }
+    super::fixtures::fixtures(
+        "openfunction-v0.8.0/crds",
+        "the real OpenFunction v0.8.0 CRD",
+    )
 }
 
 /// Small deterministic PRNG (xorshift64*), so failures reproduce.
@@ -134,13 +132,28 @@ fn preserves(schema: &Value) -> bool {
 
 /// The real CRD's v1beta1 `spec` and `status` schemas, if the CRD is here.
 pub fn v1beta1_schemas() -> Option<(Value, Value)> {
-    let dir = real_crd_dir()?;
+    schemas(real_crd_dir()?, "v1beta1")
+}
+
+/// OpenFunction v1.2.0's v1beta2 `spec` and `status` schemas, if here.
+pub fn v1beta2_schemas() -> Option<(Value, Value)> {
+    let dir = super::fixtures::fixtures(
+        "openfunction-v1.2.0/crds",
+        "the real OpenFunction v1.2.0 CRD",
+    )?;
+    schemas(dir, "v1beta2")
+}
+
+fn schemas(dir: PathBuf, version: &str) -> Option<(Value, Value)> {
     let text = std::fs::read_to_string(dir.join("functions.core.openfunction.io.yaml")).ok()?;
-    let real: Value = serde_saphyr::from_str(&text).ok()?;
+    let real: Value = serde_saphyr::from_multiple::<Value>(&text)
+        .ok()?
+        .into_iter()
+        .find(|d| d["kind"] == "CustomResourceDefinition")?;
     let version = real["spec"]["versions"]
         .as_array()?
         .iter()
-        .find(|v| v["name"] == "v1beta1")?
+        .find(|v| v["name"] == version)?
         .clone();
     let props = &version["schema"]["openAPIV3Schema"]["properties"];
     Some((props["spec"].clone(), props["status"].clone()))
@@ -148,6 +161,16 @@ pub fn v1beta1_schemas() -> Option<(Value, Value)> {
 
 /// The maximal, the minimal and 300 random Functions, each with a label.
 pub fn instances(spec: &Value, status: &Value) -> Vec<(String, Value)> {
+    instances_of("core.openfunction.io/v1beta1", spec, status)
+}
+
+/// [`instances`] of `apiVersion` `api_version`.
+pub fn instances_of(api_version: &str, spec: &Value, status: &Value) -> Vec<(String, Value)> {
+    let function_from = |spec, status| {
+        let mut f = function_from(spec, status);
+        f["apiVersion"] = api_version.into();
+        f
+    };
     let mut out = vec![
         (
             "the maximal Function of the real CRD".to_owned(),
