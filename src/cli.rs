@@ -45,6 +45,55 @@ pub enum Command {
     /// (reads only). Exit status 0: no failure; 1: failures; 2: the
     /// cluster cannot be reached.
     Check(CheckArgs),
+    /// Run the Dapr proxy data plane beside the shared daprd of a
+    /// standalone function (the controller's proxy Deployment runs this).
+    Proxy(ProxyArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ProxyArgs {
+    /// Address of the app channel daprd calls (default
+    /// `0.0.0.0:<FUNC_CONTEXT port, else 8080>`).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// Forward to this one address instead of discovering the function
+    /// Service's pods (re-resolved like the Service if it is a name).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub target: Option<String>,
+    /// Plain-HTTP address of /healthz, /livez, /readyz and /metrics.
+    #[arg(long, default_value = "0.0.0.0:9091", env = "ADMIN_ADDR")]
+    pub admin_addr: SocketAddr,
+    /// Cluster domain of the function Service's DNS name.
+    #[arg(long, default_value = DEFAULT_CLUSTER_DOMAIN, env = "CLUSTER_DOMAIN")]
+    pub cluster_domain: String,
+    /// How long an event waits for a function pod before it fails.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub event_timeout: Duration,
+    /// Events in flight towards functions at most; more wait (backpressure
+    /// to daprd).
+    #[arg(long, default_value_t = crate::proxy::DEFAULT_MAX_IN_FLIGHT, value_parser = parse_max_in_flight)]
+    pub max_in_flight: usize,
+    /// After SIGTERM, how long in-flight events may take before exit.
+    #[arg(long, default_value = "25s", value_parser = parse_duration)]
+    pub drain_timeout: Duration,
+    /// The function's FUNC_CONTEXT (name, port, inputs).
+    #[arg(
+        long,
+        env = "FUNC_CONTEXT",
+        hide_env_values = true,
+        value_name = "JSON"
+    )]
+    pub func_context: String,
+    /// `grpc` or `http`: what daprd speaks to the proxy and the proxy to
+    /// the function.
+    #[arg(long, env = "APP_PROTOCOL", default_value = "grpc")]
+    pub app_protocol: String,
+    /// Namespace of the function Service (from the downward API).
+    #[arg(long, env = "POD_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// This pod's name, for logs.
+    #[arg(long, env = "POD_NAME")]
+    pub pod_name: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -200,6 +249,14 @@ pub struct InjectArgs {
     /// Image of the Dapr proxy container.
     #[arg(long, default_value = crate::controller::resources::DEFAULT_PROXY_IMAGE)]
     pub proxy_image: String,
+}
+
+/// A positive count.
+fn parse_max_in_flight(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(format!("{s:?} is not a positive number")),
+    }
 }
 
 /// `500ms`, `2s`, `1m` or a number of seconds.

@@ -6,7 +6,8 @@
 //!
 //! - [`cli`], [`serve`], [`inject`], [`metrics`]: the process (flags,
 //!   wiring, the offline command, the Prometheus registry);
-//! - [`webhook`], [`controller`]: the two parts `serve` runs;
+//! - [`webhook`], [`controller`]: the two parts `serve` runs; [`proxy`]:
+//!   the data plane (`openfunction-dapr proxy`);
 //! - [`ops`]: TLS, certificates, leader election, the HTTP servers;
 //! - [`model`]: the Function and everything derived from it, pure.
 
@@ -17,5 +18,6 @@ pub mod inject;
 pub mod metrics;
 pub mod model;
 pub mod ops;
+pub mod proxy;
 pub mod serve;
 pub mod webhook;

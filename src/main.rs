@@ -3,7 +3,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use openfunction_dapr::cli::{
-    CertsArgs, CheckArgs, Cli, Command, InjectArgs, LogFormat, OutputFormat,
+    CertsArgs, CheckArgs, Cli, Command, InjectArgs, LogFormat, OutputFormat, ProxyArgs,
 };
 use openfunction_dapr::controller::resources::ProxySettings;
 use openfunction_dapr::inject::{self, Input};
@@ -31,6 +31,7 @@ fn main() -> ExitCode {
             }
             Command::Certs(args) => run_certs(&args),
             Command::Check(args) => return Ok(run_check(&args).await),
+            Command::Proxy(args) => run_proxy(args).await,
         }
         .map(|()| ExitCode::SUCCESS)
     });
@@ -91,6 +92,50 @@ async fn run_check(args: &CheckArgs) -> ExitCode {
         OutputFormat::Json => println!("{}", report.to_json()),
     }
     ExitCode::from(report.exit_code())
+}
+
+async fn run_proxy(args: ProxyArgs) -> anyhow::Result<()> {
+    use openfunction_dapr::proxy::{self, Protocol, ProxyConfig, context, discovery};
+    use std::sync::Arc;
+    let inputs = context::parse(&args.func_context)?;
+    let protocol = Protocol::parse(&args.app_protocol).map_err(anyhow::Error::msg)?;
+    let port = inputs.port.unwrap_or(context::DEFAULT_PORT);
+    let resolver: Arc<dyn discovery::Resolve> = match (&args.target, &args.namespace) {
+        (Some(target), _) => Arc::new(discovery::Dns::parse(target).map_err(anyhow::Error::msg)?),
+        (None, Some(ns)) => Arc::new(discovery::Dns::function_service(
+            &inputs.name,
+            ns,
+            &args.cluster_domain,
+            port,
+        )),
+        (None, None) => anyhow::bail!("POD_NAMESPACE (or --namespace) or --target is required"),
+    };
+    let listen = args
+        .listen
+        .unwrap_or_else(|| std::net::SocketAddr::from(([0, 0, 0, 0], port)));
+    // Listen at once: daprd waits for the app port before it starts.
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("listening on {listen}: {e}"))?;
+    let admin = tokio::net::TcpListener::bind(args.admin_addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("listening on {}: {e}", args.admin_addr))?;
+    tracing::info!(%listen, admin = %args.admin_addr, pod = args.pod_name.as_deref().unwrap_or(""), "proxy listening");
+    let config = ProxyConfig {
+        inputs,
+        protocol,
+        resolver,
+        event_timeout: args.event_timeout,
+        max_in_flight: args.max_in_flight,
+        drain_timeout: args.drain_timeout,
+    };
+    proxy::serve(
+        config,
+        listener,
+        Some(admin),
+        openfunction_dapr::ops::server::shutdown_signal(),
+    )
+    .await
 }
 
 fn run_certs(args: &CertsArgs) -> anyhow::Result<()> {

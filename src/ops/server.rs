@@ -112,6 +112,16 @@ pub async fn serve_plain(listener: TcpListener, app: Router, shutdown: impl Futu
     serve(listener, None, app, ServeOptions::default(), shutdown).await;
 }
 
+/// [`serve_plain`] with other tunables (the proxy's HTTP app channel).
+pub async fn serve_plain_with(
+    listener: TcpListener,
+    app: Router,
+    opts: ServeOptions,
+    shutdown: impl Future<Output = ()>,
+) {
+    serve(listener, None, app, opts, shutdown).await;
+}
+
 /// What the accept loop woke up for.
 enum Event {
     Shutdown,
