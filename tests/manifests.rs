@@ -13,9 +13,13 @@ use std::process::Command;
 
 use clap::Parser;
 use openfunction_dapr::cli::{Cli, Command as Sub, LogFormat, ServeArgs};
+use openfunction_dapr::model::function::WIRED_LABEL;
 use openfunction_dapr::ops::certs;
 use openfunction_dapr::webhook::MUTATE_PATH;
 use serde_json::{Value, json};
+
+#[path = "../bench/webhook_match.rs"]
+mod webhook_match;
 
 const NAMESPACE: &str = "openfunction-dapr";
 const SERVICE_ACCOUNT: &str = "openfunction-dapr";
@@ -317,7 +321,7 @@ fn service_and_webhook_agree_with_the_server() {
     assert_eq!(config_name, certs::DEFAULT_WEBHOOK_CONFIG_NAME);
 
     let webhooks = config["webhooks"].as_array().expect("webhooks");
-    assert_eq!(webhooks.len(), 3);
+    assert_eq!(webhooks.len(), 5);
     let by_name: BTreeMap<&str, &Value> = webhooks
         .iter()
         .map(|w| (w["name"].as_str().unwrap(), w))
@@ -344,32 +348,48 @@ fn service_and_webhook_agree_with_the_server() {
         );
     }
 
-    let workload_rules = json!([
+    let pod_rules = json!([
         {"apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods"], "operations": ["CREATE"], "scope": "Namespaced"},
+    ]);
+    let deployment_rules = json!([
         {"apiGroups": ["apps"], "apiVersions": ["v1"], "resources": ["deployments"], "operations": ["CREATE", "UPDATE"], "scope": "Namespaced"},
     ]);
-    let function = by_name["function-workloads.openfunction-dapr.openfunction.io"];
-    let serving = by_name["serving-workloads.openfunction-dapr.openfunction.io"];
-    for w in [function, serving] {
-        assert_eq!(w["failurePolicy"], "Fail");
-        assert_eq!(w["reinvocationPolicy"], "IfNeeded");
-        assert_eq!(w["rules"], workload_rules);
+    let function_sel = json!([
+        {"key": "openfunction.io/function", "operator": "Exists"},
+        {"key": "openfunction.io/proxy", "operator": "DoesNotExist"},
+    ]);
+    let serving_sel = json!([
+        {"key": "openfunction.io/serving", "operator": "Exists"},
+        {"key": "openfunction.io/function", "operator": "DoesNotExist"},
+        {"key": "openfunction.io/proxy", "operator": "DoesNotExist"},
+    ]);
+    let not_wired = |sel: &Value| {
+        let mut sel = sel.clone();
+        sel.as_array_mut()
+            .unwrap()
+            .push(json!({"key": WIRED_LABEL, "operator": "DoesNotExist"}));
+        sel
+    };
+    for (name, rules, selector) in [
+        (
+            "function-deployments",
+            &deployment_rules,
+            function_sel.clone(),
+        ),
+        (
+            "serving-deployments",
+            &deployment_rules,
+            serving_sel.clone(),
+        ),
+        ("function-pods", &pod_rules, not_wired(&function_sel)),
+        ("serving-pods", &pod_rules, not_wired(&serving_sel)),
+    ] {
+        let w = by_name[format!("{name}.openfunction-dapr.openfunction.io").as_str()];
+        assert_eq!(w["failurePolicy"], "Fail", "{name}");
+        assert_eq!(w["reinvocationPolicy"], "IfNeeded", "{name}");
+        assert_eq!(&w["rules"], rules, "{name}");
+        assert_eq!(w["objectSelector"]["matchExpressions"], selector, "{name}");
     }
-    assert_eq!(
-        function["objectSelector"]["matchExpressions"],
-        json!([
-            {"key": "openfunction.io/function", "operator": "Exists"},
-            {"key": "openfunction.io/proxy", "operator": "DoesNotExist"},
-        ])
-    );
-    assert_eq!(
-        serving["objectSelector"]["matchExpressions"],
-        json!([
-            {"key": "openfunction.io/serving", "operator": "Exists"},
-            {"key": "openfunction.io/function", "operator": "DoesNotExist"},
-            {"key": "openfunction.io/proxy", "operator": "DoesNotExist"},
-        ])
-    );
     let functions = by_name["functions.openfunction-dapr.openfunction.io"];
     assert_eq!(functions["failurePolicy"], "Ignore");
     assert_eq!(
@@ -634,5 +654,134 @@ fn cert_manager_overlay() {
         )
     );
     assert_eq!(serving["metadata"]["namespace"], NAMESPACE);
-    assert_eq!(config["webhooks"].as_array().unwrap().len(), 3);
+    assert_eq!(config["webhooks"].as_array().unwrap().len(), 5);
+}
+
+/// Scale-out without the webhook (SPEC 5): pods of a template the webhook
+/// patched are not sent to it again; Deployments, bare pods and pods of
+/// unpatched templates are, evaluated with kube's selector semantics
+/// against the rendered configuration (base and cert-manager overlay).
+#[tokio::test]
+async fn pods_of_a_patched_template_skip_the_webhook() {
+    use openfunction_dapr::webhook::Webhook;
+    use openfunction_dapr::webhook::store::FunctionStore;
+    use webhook_match::{Admission, called, replica_pod_labels};
+
+    for dir in [".", "overlays/cert-manager"] {
+        let Some(docs) = render(dir) else { return };
+        let config: k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration =
+            serde_json::from_value(one(&docs, "MutatingWebhookConfiguration").clone()).unwrap();
+        let calls = |resource: &str, operation: &str, ns: &str, labels: &[(&str, &str)]| {
+            let labels: BTreeMap<String, String> = labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            let group = if resource == "pods" { "" } else { "apps" };
+            called(
+                &config,
+                &Admission {
+                    group,
+                    resource,
+                    operation,
+                    namespace: ns,
+                    labels: &labels,
+                },
+            )
+            .into_iter()
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+        };
+        let fl = ("openfunction.io/function", "f");
+        let sl = ("openfunction.io/serving", "s");
+        let wired = (WIRED_LABEL, "0123456789");
+        let one = |n: &str| vec![format!("{n}.openfunction-dapr.openfunction.io")];
+        // Deployments: every CREATE / UPDATE, wired or not.
+        for op in ["CREATE", "UPDATE"] {
+            assert_eq!(
+                calls("deployments", op, "demo", &[fl, wired]),
+                one("function-deployments")
+            );
+            assert_eq!(
+                calls("deployments", op, "demo", &[sl]),
+                one("serving-deployments")
+            );
+        }
+        // Pods: bare ones as before, wired ones never.
+        assert_eq!(calls("pods", "CREATE", "demo", &[fl]), one("function-pods"));
+        assert_eq!(calls("pods", "CREATE", "demo", &[sl]), one("serving-pods"));
+        assert!(calls("pods", "CREATE", "demo", &[fl, wired]).is_empty());
+        assert!(calls("pods", "CREATE", "demo", &[sl, fl, wired]).is_empty());
+        assert!(calls("pods", "CREATE", "demo", &[sl, wired]).is_empty());
+        assert!(
+            calls(
+                "pods",
+                "CREATE",
+                "demo",
+                &[fl, ("openfunction.io/proxy", "f")]
+            )
+            .is_empty()
+        );
+        assert!(calls("pods", "CREATE", "kube-system", &[fl]).is_empty());
+        assert!(calls("pods", "CREATE", "demo", &[("app", "x")]).is_empty());
+
+        // The real webhook on a Deployment: the pods its ReplicaSet makes
+        // from the patched template need no call; a mode switch (the
+        // controller's roll, an UPDATE) is admitted again.
+        let webhook = Webhook::new(
+            FunctionStore::from_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("examples"))
+                .unwrap(),
+            "cluster.local",
+        );
+        let d = json!({"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "cron-kafka", "namespace": "default",
+                "labels": {"openfunction.io/function": "cron-kafka"}},
+            "spec": {"selector": {"matchLabels": {"app": "c"}}, "template": {
+                "metadata": {"labels": {"app": "c", "openfunction.io/function": "cron-kafka"}},
+                "spec": {"containers": [{"name": "function", "image": "i"}]}}}});
+        let review = json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+            "request": {"uid": "u", "resource": {"group": "apps", "version": "v1", "resource": "deployments"},
+                "namespace": "default", "operation": "CREATE", "object": d}});
+        let answer: Value = serde_json::from_slice(
+            &webhook
+                .review(&serde_json::to_vec(&review).unwrap())
+                .await
+                .body,
+        )
+        .unwrap();
+        let mut patched = d.clone();
+        json_patch::patch(&mut patched, &webhook_patch(&answer)).unwrap();
+        let pod = replica_pod_labels(&patched);
+        assert!(pod.contains_key(WIRED_LABEL), "{pod:?}");
+        let pairs: Vec<(&str, &str)> = pod.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        assert!(
+            calls("pods", "CREATE", "default", &pairs).is_empty(),
+            "{pod:?}"
+        );
+        // ... which only the exclusion saves
+        let before = webhook_match::without_exclusion(&config, WIRED_LABEL);
+        let admission = Admission {
+            group: "",
+            resource: "pods",
+            operation: "CREATE",
+            namespace: "default",
+            labels: &pod,
+        };
+        assert_eq!(
+            called(&before, &admission),
+            ["function-pods.openfunction-dapr.openfunction.io"]
+        );
+        // the unpatched template's pods would have been sent
+        let pod = replica_pod_labels(&d);
+        let pairs: Vec<(&str, &str)> = pod.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        assert_eq!(
+            calls("pods", "CREATE", "default", &pairs),
+            one("function-pods")
+        );
+    }
+}
+
+fn webhook_patch(answer: &Value) -> json_patch::Patch {
+    use base64::Engine;
+    let p = answer["response"]["patch"].as_str().expect("a patch");
+    serde_json::from_slice(&base64::engine::general_purpose::STANDARD.decode(p).unwrap()).unwrap()
 }

@@ -8,7 +8,8 @@
 //! - nothing outside the fields of SPEC section 5 changes: the objects
 //!   before and after are equal once the pod annotations `dapr.io/enabled`,
 //!   `dapr.io/app-id`, `dapr.io/app-protocol`, `dapr.io/app-port`, the label
-//!   `openfunction.io/function` and the env vars `APP_PROTOCOL`, `DAPR_HOST`,
+//!   `openfunction.io/function` (and `openfunction.io/dapr-wired` of a
+//!   Deployment's template) and the env vars `APP_PROTOCOL`, `DAPR_HOST`,
 //!   `DAPR_SIDECAR_IP`, `DAPR_GRPC_ENDPOINT`, `DAPR_HTTP_ENDPOINT`,
 //!   `FUNC_CONTEXT` of the target container are masked
 //!   out (maps and lists the patch had to create count as absent);
@@ -23,7 +24,7 @@ use openfunction_dapr::model::mode::{
     resolve,
 };
 use openfunction_dapr::model::workload::Kind;
-use openfunction_dapr::webhook::patch::{Injection, Op, apply, build_patch};
+use openfunction_dapr::webhook::patch::{Injection, Op, apply, build_patch, wired_hash};
 use proptest::prelude::*;
 use proptest::sample::{select, subsequence};
 use serde_json::{Map, Value, json};
@@ -33,6 +34,7 @@ const APP_ID: &str = "dapr.io/app-id";
 const APP_PROTOCOL_ANN: &str = "dapr.io/app-protocol";
 const APP_PORT: &str = "dapr.io/app-port";
 const FN_LABEL: &str = "openfunction.io/function";
+const WIRED_LABEL: &str = "openfunction.io/dapr-wired";
 const MASKED_ANNOTATIONS: [&str; 4] = [ENABLED, APP_ID, APP_PROTOCOL_ANN, APP_PORT];
 const MASKED_ENV: [&str; 6] = [
     "APP_PROTOCOL",
@@ -179,6 +181,7 @@ fn map_key() -> impl Strategy<Value = String> {
                 APP_PORT,
                 FN_LABEL,
                 "openfunction.io/serving",
+                WIRED_LABEL,
                 "dapr.io~1enabled",
                 "dapr.io~enabled",
                 "openfunction.io~1function",
@@ -441,7 +444,7 @@ fn masked(object: &Value, kind: Kind, target: Option<usize>) -> Value {
     let mut o = object.clone();
     let meta = kind.meta_path();
     mask_map(&mut o, meta, "annotations", &MASKED_ANNOTATIONS);
-    mask_map(&mut o, meta, "labels", &[FN_LABEL]);
+    mask_map(&mut o, meta, "labels", &[FN_LABEL, WIRED_LABEL]);
     // metadata the patch had to create
     let (parent, field) = meta.rsplit_once('/').unwrap();
     let parent = if parent.is_empty() { "" } else { parent };
@@ -612,6 +615,17 @@ fn check(s: &Setup, kind: Kind, input: &Value) -> Result<(), TestCaseError> {
         out.pointer(&format!("{meta}/labels/{}", "openfunction.io~1function")),
         Some(&json!(s.function))
     );
+
+    // The template of a Deployment is marked as wired with the settings'
+    // hash; a Pod's own labels keep whatever the user wrote there.
+    let wired = out.pointer(&format!("{meta}/labels/openfunction.io~1dapr-wired"));
+    match kind {
+        Kind::Deployment => prop_assert_eq!(wired, Some(&json!(wired_hash(&s.injection())))),
+        Kind::Pod => prop_assert_eq!(
+            wired,
+            input.pointer(&format!("{meta}/labels/openfunction.io~1dapr-wired"))
+        ),
+    }
 
     // Env of the target container.
     let Some(t) = target else {

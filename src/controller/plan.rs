@@ -307,15 +307,7 @@ pub fn with_applied_hash<K: kube::Resource + Serialize>(mut obj: K) -> K {
     obj
 }
 
-/// 64-bit FNV-1a: stable across builds and platforms.
-pub fn fnv1a(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in bytes {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
-}
+pub use crate::model::fnv1a;
 
 /// True when every field of `desired` is present with the same value in
 /// `observed` (fields the API server or others added are ignored). List

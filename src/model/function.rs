@@ -137,6 +137,11 @@ pub const FUNCTION_LABEL: &str = "openfunction.io/function";
 pub const SERVING_LABEL: &str = "openfunction.io/serving";
 /// The label of proxy pods; such pods are never function workloads.
 pub const PROXY_LABEL: &str = "openfunction.io/proxy";
+/// The label the webhook puts on a Deployment's pod template it patched: a
+/// short hash of the settings it wrote. The shipped webhook configuration
+/// does not send pods carrying it to the webhook again (their template was
+/// already patched), so scaling out needs no webhook call.
+pub const WIRED_LABEL: &str = "openfunction.io/dapr-wired";
 
 impl Serving {
     /// The Function this Serving belongs to: its `openfunction.io/function`

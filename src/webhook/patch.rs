@@ -9,7 +9,8 @@ use std::borrow::Cow;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::model::function::FUNCTION_LABEL;
+use crate::model::fnv1a;
+use crate::model::function::{FUNCTION_LABEL, WIRED_LABEL};
 use crate::model::mode::{
     APP_ID, APP_PORT, APP_PROTOCOL, DAPR_ENABLED, GrpcEndpointForm, Mode, Resolved,
     is_proxy_address, is_proxy_endpoint,
@@ -89,6 +90,34 @@ pub fn build_patch(object: &Value, kind: Kind, inj: &Injection<'_>) -> Result<Ve
     Ok(ops)
 }
 
+/// The value of [`WIRED_LABEL`]: 10 hex digits of a hash of every setting
+/// the patch writes, so a template patched with other settings gets another
+/// value (and the same settings the same value: the patch stays idempotent).
+pub fn wired_hash(inj: &Injection<'_>) -> String {
+    let r = inj.resolved;
+    let port = r.app_port.to_string();
+    let grpc = r.grpc_endpoint(inj.grpc_endpoint_form);
+    let http = r.http_endpoint();
+    let fields: [&str; 9] = [
+        inj.function,
+        r.mode.as_str(),
+        &r.app_id,
+        &r.app_protocol,
+        &port,
+        &r.dapr_host,
+        &grpc,
+        &http,
+        inj.func_context,
+    ];
+    let mut bytes = Vec::new();
+    for f in fields {
+        // length-prefixed: no two field lists give the same bytes
+        bytes.extend_from_slice(&(f.len() as u64).to_le_bytes());
+        bytes.extend_from_slice(f.as_bytes());
+    }
+    format!("{:016x}", fnv1a(&bytes))[..10].to_owned()
+}
+
 /// A value the patch wants in a string map.
 struct Wanted<'a> {
     key: &'static str,
@@ -131,11 +160,19 @@ fn patch_metadata(
             overwrite: false,
         });
     }
-    let labels = [Wanted {
+    let mut labels = vec![Wanted {
         key: FUNCTION_LABEL,
         value: Cow::Borrowed(inj.function),
         overwrite: true,
     }];
+    if kind == Kind::Deployment {
+        // Pods of this template need no second admission.
+        labels.push(Wanted {
+            key: WIRED_LABEL,
+            value: Cow::Owned(wired_hash(inj)),
+            overwrite: true,
+        });
+    }
 
     let meta_path = kind.meta_path();
     match object.pointer(meta_path) {
@@ -352,4 +389,60 @@ pub fn apply(object: &Value, ops: &[Op]) -> Result<Value, json_patch::PatchError
     let mut out = object.clone();
     json_patch::patch(&mut out, &to_json_patch(ops))?;
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::function::FunctionSpec;
+    use crate::model::mode::resolve;
+
+    fn resolved(annotations: serde_json::Value) -> Resolved {
+        let spec: FunctionSpec = serde_json::from_value(serde_json::json!({
+            "image": "i", "serving": {"runtime": "knative", "annotations": annotations}
+        }))
+        .unwrap();
+        resolve("f", "ns", &spec, "cluster.local")
+    }
+
+    fn hash(r: &Resolved, ctx: &str, form: GrpcEndpointForm) -> String {
+        wired_hash(&Injection {
+            function: "f",
+            namespace: "ns",
+            resolved: r,
+            func_context: ctx,
+            grpc_endpoint_form: form,
+        })
+    }
+
+    #[test]
+    fn wired_hash_is_a_short_stable_label_value_of_the_settings() {
+        let standalone = resolved(serde_json::json!({"openfunction.io/enable-dapr": "true"}));
+        let h = hash(&standalone, "{}", GrpcEndpointForm::Url);
+        assert_eq!(h.len(), 10);
+        assert!(
+            h.bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+        );
+        // Pinned: a new value rolls every wired Deployment on upgrade.
+        assert_eq!(
+            h, "bd13b29bff",
+            "changing the hash input rolls every wired Deployment"
+        );
+        assert_eq!(h, hash(&standalone, "{}", GrpcEndpointForm::Url));
+        // Every setting the patch writes changes it.
+        let sidecar = resolved(serde_json::json!({
+            "openfunction.io/enable-dapr": "true", "openfunction.io/dapr-service-mode": "sidecar"}));
+        let other_proto = resolved(serde_json::json!({
+            "openfunction.io/enable-dapr": "true", "dapr.io/app-protocol": "http"}));
+        let others = [
+            hash(&sidecar, "{}", GrpcEndpointForm::Url),
+            hash(&standalone, "{\"a\":1}", GrpcEndpointForm::Url),
+            hash(&standalone, "{}", GrpcEndpointForm::HostPort),
+            hash(&other_proto, "{}", GrpcEndpointForm::Url),
+        ];
+        for o in &others {
+            assert_ne!(&h, o);
+        }
+    }
 }
