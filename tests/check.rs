@@ -253,7 +253,7 @@ async fn a_healthy_installation_passes_every_check() {
     );
     assert_eq!(one(&report, "webhook.order")["status"], "ok");
     let ca = finding(&report, "webhook.ca-bundle");
-    assert_eq!(ca.len(), 3);
+    assert_eq!(ca.len(), 5);
     for f in ca {
         assert_eq!(f.status, check::Status::Ok);
         assert!(
@@ -263,7 +263,7 @@ async fn a_healthy_installation_passes_every_check() {
             f.message
         );
     }
-    assert_eq!(finding(&report, "webhook.settings").len(), 3);
+    assert_eq!(finding(&report, "webhook.settings").len(), 5);
     let lease = one(&report, "controller.lease");
     assert_eq!(lease["status"], "ok");
     assert!(lease["message"].as_str().unwrap().starts_with(
@@ -375,7 +375,7 @@ async fn webhook_section_stale_ca_bundle_order_and_settings() {
     assert_eq!(first["status"], "fail");
     assert_eq!(
         first["message"],
-        "function-workloads.openfunction-dapr.openfunction.io: the caBundle does not verify the serving certificate (signed by another CA) (Secret openfunction-dapr/openfunction-dapr-tls)"
+        "function-deployments.openfunction-dapr.openfunction.io: the caBundle does not verify the serving certificate (signed by another CA) (Secret openfunction-dapr/openfunction-dapr-tls)"
     );
     assert!(
         first["fix"].as_str().unwrap().starts_with(
@@ -387,7 +387,7 @@ async fn webhook_section_stale_ca_bundle_order_and_settings() {
     assert_eq!(settings[1].status, check::Status::Warn);
     assert_eq!(
         settings[1].message,
-        "serving-workloads.openfunction-dapr.openfunction.io: failurePolicy Ignore (shipped Fail)"
+        "serving-deployments.openfunction-dapr.openfunction.io: failurePolicy Ignore (shipped Fail)"
     );
 
     // A configuration named after the Dapr injector runs after it.
@@ -693,7 +693,7 @@ async fn ca_bundle_is_checked_against_the_certificate_really_served() {
             .next()
             .unwrap(),
         format!(
-            "function-workloads.openfunction-dapr.openfunction.io: the caBundle verifies the certificate (served at 127.0.0.1:{port})"
+            "function-deployments.openfunction-dapr.openfunction.io: the caBundle verifies the certificate (served at 127.0.0.1:{port})"
         )
     );
 
@@ -705,7 +705,7 @@ async fn ca_bundle_is_checked_against_the_certificate_really_served() {
     assert_eq!(
         f["message"],
         format!(
-            "function-workloads.openfunction-dapr.openfunction.io: the caBundle does not verify the serving certificate (signed by another CA) (served at 127.0.0.1:{port})"
+            "function-deployments.openfunction-dapr.openfunction.io: the caBundle does not verify the serving certificate (signed by another CA) (served at 127.0.0.1:{port})"
         )
     );
 
@@ -718,7 +718,7 @@ async fn ca_bundle_is_checked_against_the_certificate_really_served() {
     assert_eq!(
         f["message"],
         format!(
-            "function-workloads.openfunction-dapr.openfunction.io: the serving certificate has expired (served at 127.0.0.1:{port})"
+            "function-deployments.openfunction-dapr.openfunction.io: the serving certificate has expired (served at 127.0.0.1:{port})"
         )
     );
     assert!(

@@ -110,7 +110,9 @@ pub fn wired_hash(inj: &Injection<'_>) -> String {
         inj.func_context,
     ];
     let mut bytes = Vec::new();
-    for f in fields {
+    // FUNC_CONTEXT_V1BETA2 only for a v1beta2 Function: a v1beta1
+    // Function's hash is unchanged.
+    for f in fields.into_iter().chain(inj.func_context_v1beta2) {
         // length-prefixed: no two field lists give the same bytes
         bytes.extend_from_slice(&(f.len() as u64).to_le_bytes());
         bytes.extend_from_slice(f.as_bytes());
@@ -412,6 +414,7 @@ mod tests {
             resolved: r,
             func_context: ctx,
             grpc_endpoint_form: form,
+            func_context_v1beta2: None,
         })
     }
 
