@@ -18,6 +18,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use crate::model::v1beta2::{ApiVersion, VersionObserver};
 use crate::webhook::{Observer, Reviewed};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -52,6 +53,16 @@ pub struct WriteLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ApiVersionLabels {
+    /// `webhook` (its Function store) or `controller`.
+    pub component: &'static str,
+    /// `functions` or `servings`.
+    pub resource: &'static str,
+    /// `v1beta1` or `v1beta2`.
+    pub version: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
     /// `ok` or `error`.
     pub result: &'static str,
@@ -69,6 +80,7 @@ pub struct Metrics {
     pub proxies_managed: Gauge,
     pub certificate_expiry: Gauge<f64, AtomicU64>,
     pub leader: Gauge,
+    pub api_version: Family<ApiVersionLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -137,6 +149,12 @@ impl Metrics {
             "1 while this replica holds the controller lease",
             leader.clone(),
         );
+        let api_version = Family::<ApiVersionLabels, Gauge>::default();
+        registry.register(
+            "openfunction_api_version",
+            "1 for the core.openfunction.io version each component reads (v1beta2 where served, else v1beta1)",
+            api_version.clone(),
+        );
         Metrics {
             registry,
             admissions,
@@ -148,6 +166,7 @@ impl Metrics {
             proxies_managed,
             certificate_expiry,
             leader,
+            api_version,
         }
     }
 
@@ -213,6 +232,29 @@ impl crate::controller::ControllerMetrics for Metrics {
         self.proxies_managed
             .set(i64::try_from(count).unwrap_or(i64::MAX));
     }
+
+    fn api_version(&self, version: Option<ApiVersion>) {
+        self.version_in_use("controller", "functions", version);
+    }
+}
+
+impl VersionObserver for Metrics {
+    fn version_in_use(
+        &self,
+        component: &'static str,
+        resource: &'static str,
+        version: Option<ApiVersion>,
+    ) {
+        for v in [ApiVersion::V1beta1, ApiVersion::V1beta2] {
+            self.api_version
+                .get_or_create(&ApiVersionLabels {
+                    component,
+                    resource,
+                    version: v.as_str(),
+                })
+                .set(i64::from(version == Some(v)));
+        }
+    }
 }
 
 impl Observer for Metrics {
@@ -273,7 +315,26 @@ mod tests {
         );
         m.set_certificate_expiry(UNIX_EPOCH + Duration::from_secs(2_000_000_000));
         m.leader.set(1);
+        m.version_in_use("webhook", "functions", Some(ApiVersion::V1beta2));
+        m.version_in_use("webhook", "servings", None);
         let text = m.encode();
+        for (labels, value) in [
+            (
+                r#"component="webhook",resource="functions",version="v1beta2""#,
+                1,
+            ),
+            (
+                r#"component="webhook",resource="functions",version="v1beta1""#,
+                0,
+            ),
+            (
+                r#"component="webhook",resource="servings",version="v1beta2""#,
+                0,
+            ),
+        ] {
+            let line = format!("openfunction_dapr_openfunction_api_version{{{labels}}} {value}");
+            assert!(text.contains(&line), "{line} missing:\n{text}");
+        }
         assert!(
             text.contains(
                 r#"openfunction_dapr_admission_requests_total{resource="pod",operation="CREATE",outcome="patched",reason="",mode="standalone"} 2"#

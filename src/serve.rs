@@ -84,8 +84,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                 metrics.clone(),
                 stopped(stop_rx.clone()),
             ));
-            let (store, driver) =
-                FunctionStore::watch(client, args.namespace.as_deref(), args.lookup_timeout).await;
+            let (store, driver) = FunctionStore::watch_observed(
+                client,
+                args.namespace.as_deref(),
+                args.lookup_timeout,
+                metrics.clone(),
+            )
+            .await;
             tokio::spawn(driver);
             (store, Some(controller))
         }

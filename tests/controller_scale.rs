@@ -484,7 +484,13 @@ async fn scale(label: &str, ns: &str, n: usize, limit: Duration) -> Figures {
         .collect();
     let gets: Vec<&Call> = creation
         .iter()
-        .filter(|c| c.method == "GET" && !is_collection_get(c))
+        // API discovery (which Function version is served) is not a GET of
+        // an object
+        .filter(|c| {
+            c.method == "GET"
+                && !is_collection_get(c)
+                && !c.path.starts_with("/apis/core.openfunction.io/")
+        })
         .collect();
     let since = |c: &Call| c.at.saturating_duration_since(start);
     let spans = creation_spans(&creation, start);

@@ -26,7 +26,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures::{FutureExt, StreamExt};
+use futures::{FutureExt, StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ObjectReference, Service};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions, PropagationPolicy};
@@ -43,6 +43,10 @@ use tracing::{Instrument, debug, info, info_span, warn};
 use crate::controller::resources::{ProxyResources, ProxySettings};
 use crate::model::function::{FUNCTION_LABEL, Function};
 use crate::model::mode::Mode;
+use crate::model::v1beta2::{self, ApiVersion, GROUP, VERSIONS};
+use crate::ops::discovery::{
+    DISCOVERY_INTERVAL, map_event, served_versions, served_versions_retrying,
+};
 use crate::ops::leader::{self, LeaderSettings};
 use plan::{Observed, Plan, Step};
 
@@ -271,6 +275,9 @@ pub trait ControllerMetrics: Send + Sync {
     fn leader(&self, _is_leader: bool) {}
     /// Number of proxy Deployments in the controller's cache.
     fn proxies(&self, _count: usize) {}
+    /// The version of `core.openfunction.io` Functions the controller reads
+    /// (`None`: the API server serves neither; the watch retries).
+    fn api_version(&self, _version: Option<ApiVersion>) {}
 }
 
 /// Metrics that go nowhere.
@@ -443,7 +450,7 @@ impl Context {
         };
         self.metrics.write("create", "Event");
         let recorder = Recorder::new(self.client.clone(), self.reporter.clone());
-        if let Err(e) = recorder.publish(&event, &func.object_ref(&())).await {
+        if let Err(e) = recorder.publish(&event, &function_ref(func)).await {
             warn!(error = %e, reason, "could not publish an Event");
         }
     }
@@ -501,6 +508,37 @@ fn truncate(mut s: String, max: usize) -> String {
         s.truncate(end);
     }
     s
+}
+
+/// A reference to `func` in the version it was read as (the Event's
+/// `regarding`).
+fn function_ref(func: &Function) -> ObjectReference {
+    ObjectReference {
+        api_version: Some(func.read_version().api_version().to_owned()),
+        kind: Some("Function".to_owned()),
+        name: func.metadata.name.clone(),
+        namespace: func.metadata.namespace.clone(),
+        uid: func.metadata.uid.clone(),
+        resource_version: func.metadata.resource_version.clone(),
+        ..Default::default()
+    }
+}
+
+/// The Function that owns `obj` (its controller ownerReference of kind
+/// Function, any `core.openfunction.io` version): what a change of an owned
+/// object requeues.
+fn owning_function<K: Resource>(obj: K) -> Option<ObjectRef<Function>> {
+    let namespace = obj.meta().namespace.clone()?;
+    obj.meta()
+        .owner_references
+        .iter()
+        .flatten()
+        .find(|r| {
+            r.controller == Some(true)
+                && r.kind == "Function"
+                && ApiVersion::parse(&r.api_version).is_some()
+        })
+        .map(|r| ObjectRef::new(&r.name).within(&namespace))
 }
 
 fn reference<K: Resource<DynamicType = ()>>(namespace: &str, name: &str) -> ObjectReference {
@@ -942,11 +980,81 @@ pub async fn run_with_metrics(
     Ok(())
 }
 
+/// The Function version to read: `v1beta2` where served, else `v1beta1`
+/// (also when neither is served: the watch then retries).
+async fn function_version(client: &Client) -> Option<ApiVersion> {
+    ApiVersion::choose(served_versions_retrying(client, GROUP, "functions", &VERSIONS).await)
+}
+
+/// Resolves when the served Function version is no longer `current`.
+async fn version_changed(client: &Client, current: Option<ApiVersion>) {
+    loop {
+        tokio::time::sleep(DISCOVERY_INTERVAL).await;
+        if let Ok(served) = served_versions(client, GROUP, "functions", &VERSIONS).await
+            && ApiVersion::choose(served) != current
+        {
+            return;
+        }
+    }
+}
+
 /// The controller itself, until `stop` fires (or its sender is dropped).
+/// It reads Functions in the version [`function_version`] chooses and
+/// starts again when the served versions change.
 pub async fn run_controller(
     client: Client,
     settings: Arc<ControllerSettings>,
     metrics: Arc<dyn ControllerMetrics>,
+    stop: oneshot::Receiver<()>,
+) -> Result<(), Error> {
+    let mut stop = stop.map(|_| ()).shared();
+    loop {
+        let version = function_version(&client).await;
+        metrics.api_version(version);
+        info!(version = %version.unwrap_or_default(), served = version.is_some(),
+            "controller: reading core.openfunction.io Functions in this version");
+        let (restart_tx, restart_rx) = oneshot::channel::<()>();
+        let restart = {
+            let (client, stop) = (client.clone(), stop.clone());
+            async move {
+                tokio::select! {
+                    () = version_changed(&client, version) => {
+                        info!("the served Function versions changed: restarting the controller");
+                        true
+                    }
+                    () = stop => false,
+                }
+            }
+        };
+        let run = run_controller_for(
+            client.clone(),
+            settings.clone(),
+            metrics.clone(),
+            version.unwrap_or_default(),
+            restart_rx,
+        );
+        let watcher_task = tokio::spawn(async move {
+            let again = restart.await;
+            let _ = restart_tx.send(());
+            again
+        });
+        if let Err(e) = run.await {
+            watcher_task.abort();
+            return Err(e);
+        }
+        let again = watcher_task.await.unwrap_or(false);
+        if !again || (&mut stop).now_or_never().is_some() {
+            return Ok(());
+        }
+    }
+}
+
+/// [`run_controller`] with Functions read in `version`, until `stop`.
+async fn run_controller_for(
+    client: Client,
+    settings: Arc<ControllerSettings>,
+    metrics: Arc<dyn ControllerMetrics>,
+    version: ApiVersion,
     stop: oneshot::Receiver<()>,
 ) -> Result<(), Error> {
     fn api<K>(client: &Client, ns: &Option<String>) -> Api<K>
@@ -1019,11 +1127,21 @@ pub async fn run_controller(
     );
     // The Functions' cache, without managedFields (often most of an object).
     let (functions, function_writer) = reflector::store::<Function>();
-    let function_events = watcher(api::<Function>(&client, &ns), watcher::Config::default())
-        .default_backoff()
-        .modify(|f| f.managed_fields_mut().clear())
-        .reflect(function_writer)
-        .touched_objects();
+    let function_events = match version {
+        ApiVersion::V1beta1 => {
+            watcher(api::<Function>(&client, &ns), watcher::Config::default()).boxed()
+        }
+        ApiVersion::V1beta2 => watcher(
+            api::<v1beta2::Function>(&client, &ns),
+            watcher::Config::default(),
+        )
+        .map_ok(|e| map_event(e, v1beta2::normalize))
+        .boxed(),
+    }
+    .default_backoff()
+    .modify(|f| f.managed_fields_mut().clear())
+    .reflect(function_writer)
+    .touched_objects();
     let prune_task = {
         let (functions, ctx) = (functions.clone(), ctx.clone());
         tokio::spawn(async move {
@@ -1036,9 +1154,11 @@ pub async fn run_controller(
             }
         })
     };
+    // Owned objects map to their Function through the ownerReference
+    // whatever its version (`owns_stream` would match only one version).
     Controller::for_stream(function_events, functions)
-        .owns_stream(proxy_events)
-        .owns_stream(service_events)
+        .watches_stream(proxy_events, owning_function)
+        .watches_stream(service_events, owning_function)
         .with_config(
             ControllerConfig::default()
                 .concurrency(8)

@@ -65,6 +65,29 @@ impl ApiVersion {
     }
 }
 
+/// The API group of Functions and Servings.
+pub const GROUP: &str = "core.openfunction.io";
+/// The versions we can read, best first.
+pub const VERSIONS: [&str; 2] = ["v1beta2", "v1beta1"];
+
+/// Told which version of a resource a component reads (for logs and
+/// metrics); `None` when the API server serves neither.
+pub trait VersionObserver: Send + Sync {
+    fn version_in_use(
+        &self,
+        component: &'static str,
+        resource: &'static str,
+        version: Option<ApiVersion>,
+    );
+}
+
+/// A [`VersionObserver`] that ignores what it is told.
+pub struct NoObserver;
+
+impl VersionObserver for NoObserver {
+    fn version_in_use(&self, _: &'static str, _: &'static str, _: Option<ApiVersion>) {}
+}
+
 impl std::fmt::Display for ApiVersion {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())

@@ -3,6 +3,7 @@
 //! (TLS webhook listener, plain admin port with health and readiness).
 
 pub mod certs;
+pub mod discovery;
 pub mod leader;
 pub mod server;
 pub mod tls;

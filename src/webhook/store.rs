@@ -6,18 +6,24 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{Stream, StreamExt};
-use kube::api::{Api, ListParams};
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::Api;
 use kube::core::PartialObjectMeta;
-use kube::runtime::reflector::{self, ObjectRef, Store, store::Writer};
+use kube::runtime::reflector::{ObjectRef, Store, store::Writer};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use serde_json::Value;
 use tracing::{debug, info, warn};
 
 use crate::model::function::{Function, Serving, serving_function_name};
-use crate::model::v1beta2::read_function;
+use crate::model::v1beta2::{
+    self, ApiVersion, GROUP, NoObserver, VERSIONS, VersionObserver, read_function,
+};
 use crate::model::workload::Owner;
+use crate::ops::discovery::{
+    DISCOVERY_INTERVAL, map_event, served_versions, served_versions_retrying,
+};
 
 /// Where a look-up was answered from (a metrics label).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -81,7 +87,8 @@ pub enum LoadError {
 struct Live {
     client: Client,
     timeout: Duration,
-    servings: bool,
+    /// The versions read now.
+    versions: tokio::sync::watch::Receiver<Versions>,
 }
 
 /// Functions and Servings by namespace and name.
@@ -187,53 +194,64 @@ impl FunctionStore {
     /// A store fed by watches on the cluster, plus the future that drives
     /// the watches (run it for the life of the process). `namespace`
     /// restricts the watches; `timeout` bounds a live GET on a cache miss.
-    ///
-    /// Serving is watched (metadata only) when its CRD is served; finding
-    /// that out retries with backoff while the API server is unreachable.
     pub async fn watch(
         client: Client,
         namespace: Option<&str>,
         timeout: Duration,
     ) -> (Self, impl std::future::Future<Output = ()> + Send + 'static) {
-        let functions: Api<Function> = api(&client, namespace);
-        let servings: Api<PartialObjectMeta<Serving>> = api(&client, namespace);
-        let serving_crd = serving_crd_served(&servings).await;
+        Self::watch_observed(client, namespace, timeout, Arc::new(NoObserver)).await
+    }
 
-        let (freader, fwriter) = reflector::store::<Function>();
-        let fstream = reflector::reflector(
-            fwriter,
-            watcher(functions, watcher::Config::default().any_semantic())
-                .default_backoff()
-                .modify(slim),
-        );
-        let (sreader, mut swriter) = reflector::store::<PartialObjectMeta<Serving>>();
-        let sstream = if serving_crd {
-            reflector::reflector(
-                swriter,
-                watcher(servings, watcher::Config::default().any_semantic())
-                    .default_backoff()
-                    .modify(strip),
-            )
-            .boxed()
-        } else {
-            info!("Serving CRD not served: following only the openfunction.io/function label");
-            swriter.apply_watcher_event(&watcher::Event::Init);
-            swriter.apply_watcher_event(&watcher::Event::InitDone);
-            futures::stream::empty().boxed()
-        };
-        let driver = async move {
-            let f = drain("functions", fstream);
-            let s = drain("servings", sstream);
-            futures::future::join(f, s).await;
-        };
+    /// [`Self::watch`], telling `observer` which versions are read.
+    ///
+    /// Functions and Servings are read in `v1beta2` where the API server
+    /// serves it, else `v1beta1` (never a version that needs OpenFunction's
+    /// conversion webhook); the served versions are looked at again every
+    /// [`DISCOVERY_INTERVAL`] and the watches restart when they change.
+    /// Serving is watched (metadata only) when its CRD is served. Finding
+    /// the versions retries with backoff while the API server is
+    /// unreachable.
+    pub async fn watch_observed(
+        client: Client,
+        namespace: Option<&str>,
+        timeout: Duration,
+        observer: Arc<dyn VersionObserver>,
+    ) -> (Self, impl std::future::Future<Output = ()> + Send + 'static) {
+        let versions = Versions::discover(&client).await;
+        versions.report(&*observer);
+        let (tx, rx) = tokio::sync::watch::channel(versions);
+        let mut fwriter = Writer::<Function>::default();
+        let mut swriter = Writer::<PartialObjectMeta<Serving>>::default();
         let store = FunctionStore {
-            functions: freader,
-            servings: sreader,
+            functions: fwriter.as_reader(),
+            servings: swriter.as_reader(),
             live: Some(Live {
-                client,
+                client: client.clone(),
                 timeout,
-                servings: serving_crd,
+                versions: rx,
             }),
+        };
+        let namespace = namespace.map(str::to_owned);
+        let driver = async move {
+            let mut versions = versions;
+            loop {
+                let changed = versions.changed(&client);
+                let watches = run_watches(
+                    &client,
+                    namespace.as_deref(),
+                    versions,
+                    &mut fwriter,
+                    &mut swriter,
+                );
+                tokio::select! {
+                    new = changed => {
+                        versions = new;
+                        versions.report(&*observer);
+                        let _ = tx.send(versions);
+                    }
+                    () = watches => return,
+                }
+            }
         };
         (store, driver)
     }
@@ -270,13 +288,8 @@ impl FunctionStore {
                 {
                     Some(m) => (Some(m.metadata.clone()), Source::Cache),
                     None => match &self.live {
-                        Some(live) if live.servings => (
-                            live.get::<PartialObjectMeta<Serving>>(namespace, serving)
-                                .await?
-                                .map(|s| s.metadata),
-                            Source::Api,
-                        ),
-                        _ => (None, Source::Cache),
+                        Some(live) => (live.serving_meta(namespace, serving).await?, Source::Api),
+                        None => (None, Source::Cache),
                     },
                 };
                 let Some(meta) = meta else {
@@ -300,7 +313,7 @@ impl FunctionStore {
             });
         }
         if let Some(live) = &self.live
-            && let Some(mut f) = live.get::<Function>(namespace, &function_name).await?
+            && let Some(mut f) = live.function(namespace, &function_name).await?
         {
             slim(&mut f);
             return Ok(Lookup::Found {
@@ -315,6 +328,39 @@ impl FunctionStore {
 }
 
 impl Live {
+    /// The Function `name`, read in the version in use.
+    async fn function(&self, namespace: &str, name: &str) -> Result<Option<Function>, LookupError> {
+        let version = self.versions.borrow().functions;
+        Ok(match version {
+            ApiVersion::V1beta1 => self.get::<Function>(namespace, name).await?,
+            ApiVersion::V1beta2 => self
+                .get::<v1beta2::Function>(namespace, name)
+                .await?
+                .map(v1beta2::normalize),
+        })
+    }
+
+    /// The metadata of Serving `name`, read in the version in use; `None`
+    /// without a GET when no Serving version is served.
+    async fn serving_meta(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<ObjectMeta>, LookupError> {
+        let version = self.versions.borrow().servings;
+        Ok(match version {
+            None => None,
+            Some(ApiVersion::V1beta1) => self
+                .get::<PartialObjectMeta<Serving>>(namespace, name)
+                .await?
+                .map(|s| s.metadata),
+            Some(ApiVersion::V1beta2) => self
+                .get::<PartialObjectMeta<v1beta2::Serving>>(namespace, name)
+                .await?
+                .map(|s| s.metadata),
+        })
+    }
+
     async fn get<K>(&self, namespace: &str, name: &str) -> Result<Option<K>, LookupError>
     where
         K: Resource<Scope = kube::core::NamespaceResourceScope>
@@ -371,32 +417,121 @@ where
     }
 }
 
-/// Whether the Serving CRD is served; retries with backoff while the API
-/// server cannot be reached.
-async fn serving_crd_served(api: &Api<PartialObjectMeta<Serving>>) -> bool {
-    let mut delay = Duration::from_millis(500);
-    loop {
-        match api.list(&ListParams::default().limit(1)).await {
-            Ok(_) => return true,
-            Err(kube::Error::Api(s)) if s.code == 404 => return false,
-            Err(e) => {
-                warn!(error = %e, retry_in = ?delay, "cannot reach the API server to discover Servings");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(30));
+/// The versions of Functions and Servings the store reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Versions {
+    /// `v1beta1` also when neither is served (the watch then retries).
+    functions: ApiVersion,
+    /// `None`: the Serving CRD is not served.
+    servings: Option<ApiVersion>,
+}
+
+impl Versions {
+    /// Ask the API server (retrying until it answers).
+    async fn discover(client: &Client) -> Versions {
+        let functions = served_versions_retrying(client, GROUP, "functions", &VERSIONS).await;
+        let servings = served_versions_retrying(client, GROUP, "servings", &VERSIONS).await;
+        Versions {
+            functions: ApiVersion::choose(functions).unwrap_or_default(),
+            servings: ApiVersion::choose(servings),
+        }
+    }
+
+    /// Resolves with the new versions when the served ones change (looked
+    /// at every [`DISCOVERY_INTERVAL`]; an unreachable API server changes
+    /// nothing).
+    async fn changed(self, client: &Client) -> Versions {
+        loop {
+            tokio::time::sleep(DISCOVERY_INTERVAL).await;
+            let Ok(functions) = served_versions(client, GROUP, "functions", &VERSIONS).await else {
+                continue;
+            };
+            let Ok(servings) = served_versions(client, GROUP, "servings", &VERSIONS).await else {
+                continue;
+            };
+            let now = Versions {
+                functions: ApiVersion::choose(functions).unwrap_or_default(),
+                servings: ApiVersion::choose(servings),
+            };
+            if now != self {
+                return now;
             }
         }
     }
+
+    fn report(&self, observer: &dyn VersionObserver) {
+        info!(functions = %self.functions, servings = ?self.servings.map(ApiVersion::as_str),
+            "webhook store: reading core.openfunction.io in these versions");
+        if self.servings.is_none() {
+            info!("Serving CRD not served: following only the openfunction.io/function label");
+        }
+        observer.version_in_use("webhook", "functions", Some(self.functions));
+        observer.version_in_use("webhook", "servings", self.servings);
+    }
 }
 
-async fn drain<K, S>(what: &'static str, stream: S)
-where
-    S: Stream<Item = Result<watcher::Event<K>, watcher::Error>>,
-{
-    let mut stream = std::pin::pin!(stream);
-    while let Some(event) = stream.next().await {
-        if let Err(e) = event {
-            // The default backoff already spaces out retries.
-            warn!(error = %e, what, "watch error");
+/// Feed the writers from watches of `versions` (forever: watch errors are
+/// retried with backoff). A restart relists: the writers swap in the new
+/// contents at the end of the initial list.
+async fn run_watches(
+    client: &Client,
+    namespace: Option<&str>,
+    versions: Versions,
+    functions: &mut Writer<Function>,
+    servings: &mut Writer<PartialObjectMeta<Serving>>,
+) {
+    let config = || watcher::Config::default().any_semantic();
+    let mut fstream = match versions.functions {
+        ApiVersion::V1beta1 => watcher(api::<Function>(client, namespace), config())
+            .default_backoff()
+            .modify(slim)
+            .boxed(),
+        ApiVersion::V1beta2 => watcher(api::<v1beta2::Function>(client, namespace), config())
+            .default_backoff()
+            .map_ok(|e| map_event(e, v1beta2::normalize))
+            .modify(slim)
+            .boxed(),
+    };
+    let mut sstream = match versions.servings {
+        Some(ApiVersion::V1beta1) => watcher(
+            api::<PartialObjectMeta<Serving>>(client, namespace),
+            config(),
+        )
+        .default_backoff()
+        .modify(strip)
+        .boxed(),
+        Some(ApiVersion::V1beta2) => watcher(
+            api::<PartialObjectMeta<v1beta2::Serving>>(client, namespace),
+            config(),
+        )
+        .default_backoff()
+        .map_ok(|e| {
+            map_event(e, |s| PartialObjectMeta::<Serving> {
+                types: None,
+                metadata: s.metadata,
+                _phantom: Default::default(),
+            })
+        })
+        .modify(strip)
+        .boxed(),
+        None => {
+            servings.apply_watcher_event(&watcher::Event::Init);
+            servings.apply_watcher_event(&watcher::Event::InitDone);
+            futures::stream::pending().boxed()
+        }
+    };
+    loop {
+        tokio::select! {
+            Some(event) = fstream.next() => match event {
+                Ok(e) => functions.apply_watcher_event(&e),
+                // The default backoff already spaces out retries.
+                Err(e) => warn!(error = %e, what = "functions", "watch error"),
+            },
+            Some(event) = sstream.next() => match event {
+                Ok(e) => servings.apply_watcher_event(&e),
+                Err(e) => warn!(error = %e, what = "servings", "watch error"),
+            },
+            else => return,
         }
     }
 }

@@ -63,6 +63,9 @@ pub struct State {
     /// Lease path -> the field manager owning `spec.holderIdentity`.
     lease_holders: BTreeMap<String, String>,
     holds: Vec<HoldEntry>,
+    /// The `core.openfunction.io` versions that serve Functions and
+    /// Servings (API discovery); `None`: `v1beta1` only.
+    openfunction_versions: Option<Vec<String>>,
 }
 
 struct HoldEntry {
@@ -178,6 +181,14 @@ impl FakeApi {
         let fake = FakeApi::default();
         let client = fake.client();
         (fake, client)
+    }
+
+    /// Serve Functions and Servings of `core.openfunction.io` in these
+    /// versions (API discovery answers accordingly; default `v1beta1`).
+    /// Objects are stored per version path: nothing is converted.
+    pub fn serve_openfunction_versions(&self, versions: &[&str]) {
+        self.0.lock().unwrap().openfunction_versions =
+            Some(versions.iter().map(|v| (*v).to_owned()).collect());
     }
 
     /// Another in-process client of this fake (e.g. a second replica).
@@ -784,6 +795,32 @@ impl State {
             .copied()
             .unwrap_or_default();
         let not_found = || status(404, "NotFound", format!("{resource} \"{name}\" not found"));
+        if call.method == "GET"
+            && let Some(version) = call.path.strip_prefix("/apis/core.openfunction.io/")
+            && !version.contains('/')
+        {
+            let served = match &self.openfunction_versions {
+                Some(v) => v.iter().any(|v| v == version),
+                None => version == "v1beta1",
+            };
+            if !served {
+                return status(
+                    404,
+                    "NotFound",
+                    "the server could not find the requested resource".into(),
+                );
+            }
+            let resource = |name: &str, kind: &str| {
+                json!({"name": name, "singularName": "", "namespaced": true, "kind": kind,
+                    "verbs": ["delete", "get", "list", "patch", "create", "update", "watch"]})
+            };
+            return (
+                200,
+                json!({"kind": "APIResourceList", "apiVersion": "v1",
+                    "groupVersion": format!("core.openfunction.io/{version}"),
+                    "resources": [resource("functions", "Function"), resource("servings", "Serving")]}),
+            );
+        }
         match call.method.as_str() {
             "GET" => match self.objects.get(&call.path) {
                 Some(o) => (200, o.clone()),
