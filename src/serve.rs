@@ -84,11 +84,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                 metrics.clone(),
                 stopped(stop_rx.clone()),
             ));
-            let (store, driver) = FunctionStore::watch_observed(
+            let (store, driver) = FunctionStore::watch_with(
                 client,
                 args.namespace.as_deref(),
                 args.lookup_timeout,
                 metrics.clone(),
+                args.controller.api_discovery(),
             )
             .await;
             tokio::spawn(driver);

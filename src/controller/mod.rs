@@ -127,6 +127,12 @@ pub struct ControllerSettings {
     #[arg(long, default_value_t = DEFAULT_RESYNC.as_secs())]
     pub resync_seconds: u64,
 
+    /// Seconds between two looks at which core.openfunction.io versions
+    /// the API server serves (the controller and the webhook's store switch
+    /// to v1beta2 when it becomes served, back to v1beta1 when it goes).
+    #[arg(long, default_value_t = DISCOVERY_INTERVAL.as_secs())]
+    pub api_discovery_seconds: u64,
+
     /// Elect a leader on a Lease so only one replica reconciles; `--leader-elect=false` for a single replica.
     #[arg(
         long = "leader-elect",
@@ -171,6 +177,7 @@ impl Default for ControllerSettings {
             proxy_memory_limit: None,
             namespace: None,
             resync_seconds: DEFAULT_RESYNC.as_secs(),
+            api_discovery_seconds: DISCOVERY_INTERVAL.as_secs(),
             leader_elect: true,
             lease_name: leader::DEFAULT_LEASE_NAME.to_owned(),
             lease_namespace: leader::DEFAULT_LEASE_NAMESPACE.to_owned(),
@@ -234,6 +241,11 @@ impl ControllerSettings {
     }
 
     /// The resync period.
+    /// The period of API discovery (at least a second).
+    pub fn api_discovery(&self) -> Duration {
+        Duration::from_secs(self.api_discovery_seconds.max(1))
+    }
+
     pub fn resync(&self) -> Duration {
         Duration::from_secs(self.resync_seconds.max(1))
     }
@@ -986,10 +998,11 @@ async fn function_version(client: &Client) -> Option<ApiVersion> {
     ApiVersion::choose(served_versions_retrying(client, GROUP, "functions", &VERSIONS).await)
 }
 
-/// Resolves when the served Function version is no longer `current`.
-async fn version_changed(client: &Client, current: Option<ApiVersion>) {
+/// Resolves when the served Function version is no longer `current`
+/// (looked at every `period`).
+async fn version_changed(client: &Client, current: Option<ApiVersion>, period: Duration) {
     loop {
-        tokio::time::sleep(DISCOVERY_INTERVAL).await;
+        tokio::time::sleep(period).await;
         if let Ok(served) = served_versions(client, GROUP, "functions", &VERSIONS).await
             && ApiVersion::choose(served) != current
         {
@@ -1016,9 +1029,10 @@ pub async fn run_controller(
         let (restart_tx, restart_rx) = oneshot::channel::<()>();
         let restart = {
             let (client, stop) = (client.clone(), stop.clone());
+            let period = settings.api_discovery();
             async move {
                 tokio::select! {
-                    () = version_changed(&client, version) => {
+                    () = version_changed(&client, version, period) => {
                         info!("the served Function versions changed: restarting the controller");
                         true
                     }

@@ -217,6 +217,18 @@ impl FunctionStore {
         timeout: Duration,
         observer: Arc<dyn VersionObserver>,
     ) -> (Self, impl std::future::Future<Output = ()> + Send + 'static) {
+        Self::watch_with(client, namespace, timeout, observer, DISCOVERY_INTERVAL).await
+    }
+
+    /// [`Self::watch_observed`], looking at the served versions every
+    /// `discovery`.
+    pub async fn watch_with(
+        client: Client,
+        namespace: Option<&str>,
+        timeout: Duration,
+        observer: Arc<dyn VersionObserver>,
+        discovery: Duration,
+    ) -> (Self, impl std::future::Future<Output = ()> + Send + 'static) {
         let versions = Versions::discover(&client).await;
         versions.report(&*observer);
         let (tx, rx) = tokio::sync::watch::channel(versions);
@@ -235,7 +247,7 @@ impl FunctionStore {
         let driver = async move {
             let mut versions = versions;
             loop {
-                let changed = versions.changed(&client);
+                let changed = versions.changed(&client, discovery);
                 let watches = run_watches(
                     &client,
                     namespace.as_deref(),
@@ -438,11 +450,10 @@ impl Versions {
     }
 
     /// Resolves with the new versions when the served ones change (looked
-    /// at every [`DISCOVERY_INTERVAL`]; an unreachable API server changes
-    /// nothing).
-    async fn changed(self, client: &Client) -> Versions {
+    /// at every `period`; an unreachable API server changes nothing).
+    async fn changed(self, client: &Client, period: Duration) -> Versions {
         loop {
-            tokio::time::sleep(DISCOVERY_INTERVAL).await;
+            tokio::time::sleep(period).await;
             let Ok(functions) = served_versions(client, GROUP, "functions", &VERSIONS).await else {
                 continue;
             };

@@ -11,6 +11,7 @@ use kube::runtime::reflector::{self, store::Writer};
 use kube::runtime::watcher;
 use openfunction_dapr::controller::{self, Context, ControllerSettings, CountingMetrics, Stores};
 use openfunction_dapr::model::function::Function;
+use openfunction_dapr::model::v1beta2::{ApiVersion, read_function};
 use serde_json::Value;
 
 use super::fake_api::{Call, FakeApi};
@@ -157,6 +158,149 @@ pub fn set_annotation(f: &mut Function, k: &str, v: &str) {
         .annotations
         .get_or_insert_with(Default::default)
         .insert(k.into(), v.into());
+    // and in the v1beta2 spec a v1beta2 Function was read from
+    if let Some(src) = f.spec.v1beta2.as_mut() {
+        std::sync::Arc::make_mut(src)
+            .spec
+            .serving
+            .get_or_insert_with(Default::default)
+            .annotations
+            .get_or_insert_with(Default::default)
+            .insert(k.into(), v.into());
+    }
+}
+
+/// A v1beta1 Function document as `core.openfunction.io/v1beta2`, the way
+/// OpenFunction v1.2.0 converts it (`apis/core/v1beta1/function_conversion.go`,
+/// `ConvertTo`): knative -> `triggers.http.port` = `spec.port`; async -> one
+/// `triggers.dapr` entry per input (`name` = component, `topic`, `type` of
+/// the component, `inputName` = input name); outputs whose component is
+/// declared -> `outputs[].dapr` (`metadata` = params, `outputName`).
+pub fn v1beta2_document(v1: &Value) -> Value {
+    let spec = &v1["spec"];
+    let serving = &spec["serving"];
+    let component = |name: &Value| {
+        serving["bindings"]
+            .get(name.as_str().unwrap_or_default())
+            .or_else(|| serving["pubsub"].get(name.as_str().unwrap_or_default()))
+            .cloned()
+    };
+    let mut s = serde_json::Map::new();
+    for k in [
+        "annotations",
+        "bindings",
+        "pubsub",
+        "params",
+        "labels",
+        "template",
+        "timeout",
+    ] {
+        if let Some(v) = serving.get(k) {
+            s.insert(k.into(), v.clone());
+        }
+    }
+    let mut triggers = serde_json::Map::new();
+    match serving["runtime"].as_str() {
+        Some("knative") => {
+            let mut http = serde_json::Map::new();
+            if let Some(p) = spec.get("port") {
+                http.insert("port".into(), p.clone());
+            }
+            triggers.insert("http".into(), Value::Object(http));
+        }
+        Some("async") => {
+            let dapr: Vec<Value> = serving["inputs"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|i| {
+                    let mut t = serde_json::json!({"name": i["component"], "inputName": i["name"]});
+                    if let Some(topic) = i.get("topic") {
+                        t["topic"] = topic.clone();
+                    }
+                    if let Some(c) = component(&i["component"]) {
+                        t["type"] = c["type"].clone();
+                    }
+                    t
+                })
+                .collect();
+            triggers.insert("dapr".into(), Value::Array(dapr));
+        }
+        _ => {}
+    }
+    s.insert("triggers".into(), Value::Object(triggers));
+    let outputs: Vec<Value> = serving["outputs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|o| {
+            let c = component(&o["component"])?;
+            let mut d = serde_json::json!({"name": o["component"], "type": c["type"], "outputName": o["name"]});
+            for (from, to) in [("topic", "topic"), ("params", "metadata"), ("operation", "operation")] {
+                if let Some(v) = o.get(from) {
+                    d[to] = v.clone();
+                }
+            }
+            Some(serde_json::json!({"dapr": d}))
+        })
+        .collect();
+    if !outputs.is_empty() {
+        s.insert("outputs".into(), Value::Array(outputs));
+    }
+    if let Some(so) = serving.get("scaleOptions") {
+        let mut o = serde_json::Map::new();
+        for k in ["minReplicas", "maxReplicas", "knative"] {
+            if let Some(v) = so.get(k) {
+                o.insert(k.into(), v.clone());
+            }
+        }
+        s.insert("scaleOptions".into(), Value::Object(o));
+    }
+    let mut out_spec = serde_json::Map::new();
+    for k in ["version", "image", "imageCredentials", "build"] {
+        if let Some(v) = spec.get(k) {
+            out_spec.insert(k.into(), v.clone());
+        }
+    }
+    out_spec.insert("serving".into(), Value::Object(s));
+    serde_json::json!({
+        "apiVersion": ApiVersion::V1beta2.api_version(),
+        "kind": "Function",
+        "metadata": v1["metadata"],
+        "spec": out_spec,
+    })
+}
+
+/// The document of `f` as the API server holds it in the version it was
+/// read as.
+pub fn function_document(f: &Function) -> Value {
+    match &f.spec.v1beta2 {
+        None => serde_json::to_value(f).unwrap(),
+        Some(src) => serde_json::json!({
+            "apiVersion": ApiVersion::V1beta2.api_version(),
+            "kind": "Function",
+            "metadata": f.metadata,
+            "spec": src.spec,
+        }),
+    }
+}
+
+/// `f` (read as v1beta1) as read in `version`.
+pub fn in_version(f: Function, version: ApiVersion) -> Function {
+    match version {
+        ApiVersion::V1beta1 => f,
+        ApiVersion::V1beta2 => {
+            read_function(v1beta2_document(&serde_json::to_value(&f).unwrap())).unwrap()
+        }
+    }
+}
+
+/// The API path of Function `name` in [`NS`], in `version`.
+pub fn function_path_in(version: ApiVersion, name: &str) -> String {
+    format!(
+        "/apis/{}/namespaces/{NS}/functions/{name}",
+        version.api_version()
+    )
 }
 
 pub fn with_mode(mut f: Function, mode: &str) -> Function {
