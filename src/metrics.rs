@@ -63,6 +63,11 @@ pub struct ApiVersionLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
     /// `ok` or `error`.
     pub result: &'static str,
@@ -81,6 +86,8 @@ pub struct Metrics {
     pub certificate_expiry: Gauge<f64, AtomicU64>,
     pub leader: Gauge,
     pub api_version: Family<ApiVersionLabels, Gauge>,
+    pub lease_failing: Gauge,
+    pub lease_fault: Family<ReasonLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -155,8 +162,23 @@ impl Metrics {
             "1 for the core.openfunction.io version each component reads (v1beta2 where served, else v1beta1)",
             api_version.clone(),
         );
+        let lease_failing = Gauge::default();
+        registry.register(
+            "lease_failing",
+            "1 while the controller Lease cannot be taken for a reason other than another holder",
+            lease_failing.clone(),
+        );
+        let lease_fault = Family::<ReasonLabels, Gauge>::default();
+        registry.register(
+            "lease_fault",
+            "1 for the reason the controller Lease cannot be taken (namespace_missing, forbidden, \
+             unauthorized, not_found, api_error, unreachable, other); absent when it can",
+            lease_fault.clone(),
+        );
         Metrics {
             registry,
+            lease_failing,
+            lease_fault,
             admissions,
             admission_duration,
             lookups,
@@ -226,6 +248,16 @@ impl crate::controller::ControllerMetrics for Metrics {
 
     fn leader(&self, is_leader: bool) {
         self.leader.set(i64::from(is_leader));
+    }
+
+    fn lease_fault(&self, fault: Option<&crate::ops::leader::LeaseFault>) {
+        self.lease_fault.clear();
+        self.lease_failing.set(i64::from(fault.is_some()));
+        if let Some(f) = fault {
+            self.lease_fault
+                .get_or_create(&ReasonLabels { reason: f.reason })
+                .set(1);
+        }
     }
 
     fn proxies(&self, count: usize) {

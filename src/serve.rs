@@ -78,10 +78,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                 .controller
                 .clone()
                 .with_shared(&args.cluster_domain, args.namespace.clone());
+            let report = Arc::new(ControllerReport {
+                metrics: metrics.clone(),
+                health: health.clone(),
+            });
             let controller = tokio::spawn(controller::run_with_metrics(
                 client.clone(),
                 settings,
-                metrics.clone(),
+                report,
                 stopped(stop_rx.clone()),
             ));
             let (store, driver) = FunctionStore::watch_with(
@@ -203,4 +207,37 @@ async fn certificate(
 
 fn write_ca(path: &PathBuf, pem: &str) -> anyhow::Result<()> {
     std::fs::write(path, pem).with_context(|| format!("writing the CA to {}", path.display()))
+}
+
+/// The controller reports to the metrics, and a Lease fault also to
+/// `/readyz` (as a detail: the webhook stays ready). Forward every method
+/// of [`controller::ControllerMetrics`].
+struct ControllerReport {
+    metrics: Arc<Metrics>,
+    health: Health,
+}
+
+impl controller::ControllerMetrics for ControllerReport {
+    fn reconciled(&self, ok: bool, duration: Duration) {
+        controller::ControllerMetrics::reconciled(&*self.metrics, ok, duration);
+    }
+    fn write(&self, verb: &'static str, kind: &'static str) {
+        self.metrics.write(verb, kind);
+    }
+    fn leader(&self, is_leader: bool) {
+        self.metrics.leader(is_leader);
+    }
+    fn proxies(&self, count: usize) {
+        self.metrics.proxies(count);
+    }
+    fn api_version(&self, version: Option<crate::model::v1beta2::ApiVersion>) {
+        controller::ControllerMetrics::api_version(&*self.metrics, version);
+    }
+    fn lease_fault(&self, fault: Option<&crate::ops::leader::LeaseFault>) {
+        self.metrics.lease_fault(fault);
+        self.health.set_detail(
+            "controller",
+            fault.map(|f| format!("{} (retrying; the controller is not running)", f.message)),
+        );
+    }
 }

@@ -17,7 +17,7 @@ use http::Request;
 use http_body_util::BodyExt;
 use kube::Client;
 use kube::client::Body;
-use openfunction_dapr::ops::leader::{LeaderSettings, run_while_leader};
+use openfunction_dapr::ops::leader::{LeaderSettings, LeaseFault, run_while_leader_reporting};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
@@ -32,6 +32,10 @@ struct State {
     holder_owner: Option<String>,
     down: bool,
     hang: bool,
+    /// The Lease's namespace does not exist: creating the Lease fails.
+    no_namespace: bool,
+    /// RBAC forbids every Lease request.
+    forbidden: bool,
     rv: u64,
 }
 
@@ -90,6 +94,14 @@ impl FakeLeases {
         self.0.lock().unwrap().hang = hang;
     }
 
+    fn set_no_namespace(&self, v: bool) {
+        self.0.lock().unwrap().no_namespace = v;
+    }
+
+    fn set_forbidden(&self, v: bool) {
+        self.0.lock().unwrap().forbidden = v;
+    }
+
     async fn handle(&self, req: Request<Body>) -> (u16, Value) {
         let method = req.method().clone();
         let path = req.uri().path().to_owned();
@@ -114,6 +126,23 @@ impl FakeLeases {
         let mut s = self.0.lock().unwrap();
         if s.down {
             return status(503, "ServiceUnavailable");
+        }
+        if s.forbidden {
+            return (
+                403,
+                json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                    "message": "leases.coordination.k8s.io \"test-lease\" is forbidden: User \"system:serviceaccount:x:y\" cannot get resource \"leases\" in API group \"coordination.k8s.io\" in the namespace \"lease-ns\"",
+                    "reason": "Forbidden", "details": {"name": "test-lease", "group": "coordination.k8s.io", "kind": "leases"}, "code": 403}),
+            );
+        }
+        if s.no_namespace && method == "POST" {
+            // what kube-apiserver answers for a create in a missing namespace
+            return (
+                404,
+                json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                    "message": "namespaces \"lease-ns\" not found", "reason": "NotFound",
+                    "details": {"name": "lease-ns", "kind": "namespaces"}, "code": 404}),
+            );
         }
         s.rv += 1;
         let rv = s.rv.to_string();
@@ -191,6 +220,13 @@ struct Replica {
 }
 
 fn replica(fake: &FakeLeases, identity: &str) -> Replica {
+    replica_reporting(fake, identity, Arc::default())
+}
+
+/// Every fault report (`None`: the fault ended), in order.
+type Faults = Arc<Mutex<Vec<Option<LeaseFault>>>>;
+
+fn replica_reporting(fake: &FakeLeases, identity: &str, faults: Faults) -> Replica {
     let running = Arc::new(AtomicBool::new(false));
     let terms = Arc::new(AtomicU32::new(0));
     let (tx, rx) = oneshot::channel::<()>();
@@ -198,7 +234,7 @@ fn replica(fake: &FakeLeases, identity: &str) -> Replica {
     let client = fake.client();
     let settings = settings(identity);
     let task = tokio::spawn(async move {
-        run_while_leader(
+        run_while_leader_reporting(
             client,
             settings,
             move |stop: oneshot::Receiver<()>| {
@@ -213,6 +249,7 @@ fn replica(fake: &FakeLeases, identity: &str) -> Replica {
                 }
             },
             |_| {},
+            move |fault: Option<&LeaseFault>| faults.lock().unwrap().push(fault.cloned()),
             async move {
                 let _ = rx.await;
             },
@@ -330,4 +367,79 @@ async fn leader_stops_when_renewal_hangs() {
     })
     .await;
     println!("stepped down {stopped:?} after the API started hanging");
+}
+
+#[tokio::test]
+async fn a_missing_namespace_is_a_reported_fault_and_the_elector_keeps_trying() {
+    let fake = FakeLeases::default();
+    fake.set_no_namespace(true);
+    let faults: Faults = Arc::default();
+    let a = replica_reporting(&fake, "a", faults.clone());
+    wait_for("the fault is reported", Duration::from_secs(5), || {
+        !faults.lock().unwrap().is_empty()
+    })
+    .await;
+    let first = faults.lock().unwrap()[0].clone().expect("a fault");
+    assert_eq!(first.reason, "namespace_missing");
+    assert!(
+        first.message.contains("Lease lease-ns/test-lease")
+            && first
+                .message
+                .contains("namespace \"lease-ns\" does not exist"),
+        "{}",
+        first.message
+    );
+    assert!(!a.leads());
+    // reported once while it lasts, not at every retry
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        faults.lock().unwrap().len(),
+        1,
+        "{:?}",
+        faults.lock().unwrap()
+    );
+    // the namespace is created: the elector, still trying, takes the Lease
+    fake.set_no_namespace(false);
+    wait_for("leads", Duration::from_secs(40), || a.leads()).await;
+    assert_eq!(
+        faults.lock().unwrap().last(),
+        Some(&None),
+        "the fault ended"
+    );
+    assert_eq!(fake.holder().as_deref(), Some("a"));
+}
+
+#[tokio::test]
+async fn forbidden_is_a_reported_fault() {
+    let fake = FakeLeases::default();
+    fake.set_forbidden(true);
+    let faults: Faults = Arc::default();
+    let a = replica_reporting(&fake, "a", faults.clone());
+    wait_for("the fault is reported", Duration::from_secs(5), || {
+        !faults.lock().unwrap().is_empty()
+    })
+    .await;
+    let f = faults.lock().unwrap()[0].clone().expect("a fault");
+    assert_eq!(f.reason, "forbidden");
+    assert!(f.message.contains("forbidden"), "{}", f.message);
+    assert!(!a.leads());
+    fake.set_forbidden(false);
+    wait_for("leads", Duration::from_secs(40), || a.leads()).await;
+    assert_eq!(faults.lock().unwrap().last(), Some(&None));
+}
+
+#[tokio::test]
+async fn another_holder_is_no_fault() {
+    let fake = FakeLeases::default();
+    let (fa, fb): (Faults, Faults) = (Arc::default(), Arc::default());
+    let a = replica_reporting(&fake, "a", fa.clone());
+    let b = replica_reporting(&fake, "b", fb.clone());
+    wait_for("a leader", Duration::from_secs(5), || {
+        a.leads() || b.leads()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(a.leads() ^ b.leads());
+    assert!(fa.lock().unwrap().is_empty(), "{:?}", fa.lock().unwrap());
+    assert!(fb.lock().unwrap().is_empty(), "{:?}", fb.lock().unwrap());
 }

@@ -324,3 +324,72 @@ async fn serve_is_not_ready_until_the_api_server_answers() {
     drop(serve);
     server.stop().await;
 }
+
+/// A Lease the controller may not take (RBAC forbids creating it): the
+/// webhook stays ready, and the cause is on `/readyz`, in the metrics and
+/// in an ERROR line, while the elector keeps trying.
+#[tokio::test]
+async fn a_lease_that_cannot_be_taken_is_reported_not_silent() {
+    let fake = FakeApi::default();
+    fake.put(&function_path("default", "f1"), function("default", "f1"));
+    let leases = "/apis/coordination.k8s.io/v1/namespaces/openfunction-dapr/leases";
+    for _ in 0..1000 {
+        fake.fail_once("POST", leases, 403);
+    }
+    let api = free_addr();
+    let server = fake.serve_http(api).await;
+    let mut serve = Serve::start(&[], Some(api));
+    serve.wait_ready(Duration::from_secs(15)).await;
+    let admin = |path: &str| {
+        let url = format!("http://{}{path}", serve.admin);
+        async move {
+            let r = reqwest::get(url).await.expect("admin port");
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let ready = loop {
+        let (status, body) = admin("/readyz").await;
+        if body.contains("controller:") || Instant::now() > deadline {
+            break (status, body);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(ready.0, 200, "the webhook stays ready");
+    assert!(
+        ready.1.starts_with(
+            "ok\ncontroller: cannot take Lease openfunction-dapr/openfunction-dapr-controller: forbidden"
+        ),
+        "{ready:?}\n{}",
+        serve.log()
+    );
+    let (_, metrics) = admin("/metrics").await;
+    assert!(
+        metrics.contains("openfunction_dapr_lease_failing 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("openfunction_dapr_lease_fault{reason=\"forbidden\"} 1"),
+        "{metrics}"
+    );
+    let log = serve.log();
+    let errors: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("ERROR") && l.contains("cannot take Lease"))
+        .collect();
+    assert_eq!(errors.len(), 1, "once per minute:\n{log}");
+    // it keeps trying
+    let posts = || {
+        fake.calls()
+            .iter()
+            .filter(|c| c.method == "POST" && c.path == leases)
+            .count()
+    };
+    let before = posts();
+    // (back-off 1 s, 2 s, 4 s, ... at most 30 s)
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(posts() > before, "the elector stopped trying");
+    assert!(serve.running());
+    drop(serve);
+    server.stop().await;
+}

@@ -148,8 +148,9 @@ pub struct ControllerSettings {
     #[arg(long, default_value = leader::DEFAULT_LEASE_NAME)]
     pub lease_name: String,
 
-    /// Namespace of the Lease (the pod's namespace).
-    #[arg(long, env = "POD_NAMESPACE", default_value = leader::DEFAULT_LEASE_NAMESPACE)]
+    /// Namespace of the Lease (default: the pod's namespace in a cluster,
+    /// the kubeconfig context's namespace outside one).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "")]
     pub lease_namespace: String,
 
     /// Lease duration in seconds: how long a dead leader blocks a takeover.
@@ -180,7 +181,7 @@ impl Default for ControllerSettings {
             api_discovery_seconds: DISCOVERY_INTERVAL.as_secs(),
             leader_elect: true,
             lease_name: leader::DEFAULT_LEASE_NAME.to_owned(),
-            lease_namespace: leader::DEFAULT_LEASE_NAMESPACE.to_owned(),
+            lease_namespace: String::new(),
             lease_duration_seconds: leader::DEFAULT_LEASE_DURATION.as_secs(),
             lease_renew_grace_seconds: leader::DEFAULT_RENEW_GRACE.as_secs(),
             identity: None,
@@ -225,12 +226,13 @@ impl ControllerSettings {
             .unwrap_or_else(leader::default_identity)
     }
 
-    /// The leader election settings.
-    pub fn leader_settings(&self) -> LeaderSettings {
+    /// The leader election settings; `client_namespace` is the kube
+    /// client's default namespace (see [`leader::default_lease_namespace`]).
+    pub fn leader_settings(&self, client_namespace: &str) -> LeaderSettings {
         LeaderSettings {
             lease_name: self.lease_name.clone(),
             namespace: non_empty(&self.lease_namespace)
-                .unwrap_or_else(leader::default_lease_namespace),
+                .unwrap_or_else(|| leader::default_lease_namespace(client_namespace)),
             identity: self.identity(),
             lease_duration: Duration::from_secs(self.lease_duration_seconds),
             renew_grace: Duration::from_secs(self.lease_renew_grace_seconds),
@@ -290,6 +292,8 @@ pub trait ControllerMetrics: Send + Sync {
     /// The version of `core.openfunction.io` Functions the controller reads
     /// (`None`: the API server serves neither; the watch retries).
     fn api_version(&self, _version: Option<ApiVersion>) {}
+    /// The Lease cannot be taken (`Some`: why), or can again (`None`).
+    fn lease_fault(&self, _fault: Option<&leader::LeaseFault>) {}
 }
 
 /// Metrics that go nowhere.
@@ -977,15 +981,16 @@ pub async fn run_with_metrics(
         stopper.abort();
         return result;
     }
-    let lease = settings.leader_settings();
+    let lease = settings.leader_settings(client.default_namespace());
     info!(lease = %lease.lease_name, namespace = %lease.namespace, identity = %lease.identity,
         duration = ?lease.lease_duration, "leader election enabled");
-    let m = metrics.clone();
-    leader::run_while_leader(
+    let (m, f) = (metrics.clone(), metrics.clone());
+    leader::run_while_leader_reporting(
         client.clone(),
         lease,
         move |stop| run_controller(client.clone(), settings.clone(), metrics.clone(), stop),
         move |is_leader| m.leader(is_leader),
+        move |fault| f.lease_fault(fault),
         shutdown,
     )
     .await?;
@@ -1248,7 +1253,15 @@ mod tests {
         assert!(d.enabled);
         assert_eq!(d.proxy_settings(), ProxySettings::default());
         assert_eq!(d.resync(), DEFAULT_RESYNC);
-        let l = d.leader_settings();
+        let l = d.leader_settings("ns");
+        // No --lease-namespace: POD_NAMESPACE, else the client's namespace
+        // (in a cluster the service account's, else the kubeconfig context's).
+        if std::env::var_os("POD_NAMESPACE").is_none() {
+            assert_eq!(l.namespace, "ns");
+        }
+        let mut explicit = d.clone();
+        explicit.lease_namespace = "ops".into();
+        assert_eq!(explicit.leader_settings("ns").namespace, "ops");
         assert_eq!(l.lease_name, "openfunction-dapr-controller");
         assert_eq!(l.lease_duration, Duration::from_secs(15));
         assert!(l.request_timeout < l.renew_grace);

@@ -23,6 +23,12 @@
 //! round trip. A clean shutdown releases the lease; followers notice it when
 //! they next look (at the latest when the old lease would have expired).
 //! Clock skew between nodes up to the grace period (5 s) is tolerated.
+//!
+//! A Lease that cannot be taken for any reason but another holder (its
+//! namespace is missing, RBAC forbids it, the API server cannot be reached)
+//! is a [`LeaseFault`]: logged at ERROR, naming the cause, at once and then
+//! once per minute while it lasts, and reported to the caller (for
+//! `/readyz` and the metrics); the elector keeps trying.
 
 use std::future::Future;
 use std::time::Duration;
@@ -31,9 +37,10 @@ use futures::FutureExt;
 use http::{Request, Response};
 use kube::Client;
 use kube::client::Body;
+use kube_lease_manager::LeaseManagerError;
 use kube_lease_manager::{LeaseManager, LeaseManagerBuilder};
 use tokio::sync::oneshot;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 /// Default name of the Lease.
 pub const DEFAULT_LEASE_NAME: &str = "openfunction-dapr-controller";
@@ -114,12 +121,143 @@ pub fn default_identity() -> String {
         })
 }
 
-/// The namespace of the Lease: `POD_NAMESPACE`, else [`DEFAULT_LEASE_NAMESPACE`].
-pub fn default_lease_namespace() -> String {
+/// The namespace of the Lease when none is set: `POD_NAMESPACE`, else the
+/// client's default namespace, which kube takes from the service account's
+/// namespace file in a cluster and from the kubeconfig context's namespace
+/// (`default` when it names none) outside one.
+pub fn default_lease_namespace(client_default: &str) -> String {
     std::env::var("POD_NAMESPACE")
         .ok()
-        .filter(|s| !s.trim().is_empty())
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .or_else(|| Some(client_default.trim().to_owned()).filter(|s| !s.is_empty()))
         .unwrap_or_else(|| DEFAULT_LEASE_NAMESPACE.to_owned())
+}
+
+/// Why the Lease cannot be taken, other than another holder.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaseFault {
+    /// `namespace_missing`, `forbidden`, `unauthorized`, `not_found`,
+    /// `api_error`, `unreachable` or `other` (a metrics label).
+    pub reason: &'static str,
+    /// For people: names the Lease and the cause.
+    pub message: String,
+}
+
+/// How often a lasting [`LeaseFault`] is logged again.
+pub const FAULT_LOG_INTERVAL: Duration = Duration::from_secs(60);
+
+/// The fault behind a failed Lease request; `None` when another replica
+/// simply got there first (a conflict), which is how an election goes.
+pub fn classify(e: &LeaseManagerError, settings: &LeaderSettings) -> Option<LeaseFault> {
+    let lease = format!("Lease {}/{}", settings.namespace, settings.lease_name);
+    let (reason, cause) = match e {
+        LeaseManagerError::LeaseAlreadyExists(_) => return None,
+        LeaseManagerError::KubeError(kube::Error::Api(status)) => match status.code {
+            409 => return None,
+            404 if status.message.contains("namespace")
+                || status
+                    .details
+                    .as_ref()
+                    .is_some_and(|d| d.kind == "namespaces") =>
+            {
+                (
+                    "namespace_missing",
+                    format!(
+                        "namespace {:?} does not exist (set --lease-namespace or POD_NAMESPACE): {}",
+                        settings.namespace, status.message
+                    ),
+                )
+            }
+            404 => ("not_found", status.message.clone()),
+            403 => (
+                "forbidden",
+                format!(
+                    "forbidden: the service account may not get, create or update Leases in {:?} ({})",
+                    settings.namespace, status.message
+                ),
+            ),
+            401 => ("unauthorized", format!("unauthorized: {}", status.message)),
+            code => (
+                "api_error",
+                format!("the API server answered {code}: {}", status.message),
+            ),
+        },
+        LeaseManagerError::KubeError(e) => (
+            "unreachable",
+            format!("the API server cannot be reached: {e}"),
+        ),
+        e => ("other", e.to_string()),
+    };
+    Some(LeaseFault {
+        reason,
+        message: format!("cannot take {lease}: {cause}"),
+    })
+}
+
+/// Logs faults at ERROR once per [`FAULT_LOG_INTERVAL`] (and whenever the
+/// cause changes), and tells `report` when a fault starts, changes or ends.
+struct FaultLog<R: Fn(Option<&LeaseFault>)> {
+    current: Option<LeaseFault>,
+    logged_at: Option<std::time::Instant>,
+    /// ERROR lines written (for tests).
+    logged: u32,
+    report: R,
+}
+
+impl<R: Fn(Option<&LeaseFault>)> FaultLog<R> {
+    fn new(report: R) -> Self {
+        FaultLog {
+            current: None,
+            logged_at: None,
+            logged: 0,
+            report,
+        }
+    }
+
+    fn error(&mut self, e: &LeaseManagerError, settings: &LeaderSettings, retry: Duration) {
+        self.error_at(e, settings, retry, std::time::Instant::now());
+    }
+
+    fn error_at(
+        &mut self,
+        e: &LeaseManagerError,
+        settings: &LeaderSettings,
+        retry: Duration,
+        now: std::time::Instant,
+    ) {
+        let Some(fault) = classify(e, settings) else {
+            warn!(error = %e, "leader election: lease request failed; retrying in {retry:?}");
+            return;
+        };
+        let changed = self.current.as_ref() != Some(&fault);
+        let due = self
+            .logged_at
+            .is_none_or(|t| now.duration_since(t) >= FAULT_LOG_INTERVAL);
+        if changed || due {
+            error!(reason = fault.reason, lease = %settings.lease_name, namespace = %settings.namespace,
+                "{}; the controller cannot run until this is fixed (retrying; logged again every minute)", fault.message);
+            self.logged_at = Some(now);
+            self.logged += 1;
+        } else {
+            debug!(
+                reason = fault.reason,
+                "{}; retrying in {retry:?}", fault.message
+            );
+        }
+        if changed {
+            (self.report)(Some(&fault));
+            self.current = Some(fault);
+        }
+    }
+
+    fn ok(&mut self) {
+        if let Some(f) = self.current.take() {
+            info!(reason = f.reason, "the Lease can be taken again");
+            self.logged_at = None;
+            (self.report)(None);
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -165,7 +303,7 @@ enum TermEnd<E> {
 pub async fn run_while_leader<W, Fut, E>(
     client: Client,
     settings: LeaderSettings,
-    mut work: W,
+    work: W,
     on_change: impl Fn(bool) + Send,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), LeaderError>
@@ -174,7 +312,26 @@ where
     Fut: Future<Output = Result<(), E>> + Send + 'static,
     E: std::fmt::Display + Send + 'static,
 {
+    run_while_leader_reporting(client, settings, work, on_change, |_| {}, shutdown).await
+}
+
+/// [`run_while_leader`], telling `on_fault` when a [`LeaseFault`] starts
+/// (or changes: `Some`) and when it ends (`None`).
+pub async fn run_while_leader_reporting<W, Fut, E>(
+    client: Client,
+    settings: LeaderSettings,
+    mut work: W,
+    on_change: impl Fn(bool) + Send,
+    on_fault: impl Fn(Option<&LeaseFault>) + Send,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), LeaderError>
+where
+    W: FnMut(oneshot::Receiver<()>) -> Fut,
+    Fut: Future<Output = Result<(), E>> + Send + 'static,
+    E: std::fmt::Display + Send + 'static,
+{
     let (duration, grace) = settings.checked()?;
+    let mut faults = FaultLog::new(on_fault);
     let client = with_request_timeout(client, settings.request_timeout);
     let mut shutdown = std::pin::pin!(shutdown.fuse());
     let mut backoff = MIN_BACKOFF;
@@ -192,8 +349,7 @@ where
             built = build => match built {
                 Ok(m) => m,
                 Err(e) => {
-                    warn!(error = %e, lease = %settings.lease_name, namespace = %settings.namespace,
-                        "cannot set up the leader election lease; retrying in {backoff:?}");
+                    faults.error(&e, &settings, backoff);
                     if sleep_or_shutdown(backoff, &mut shutdown).await {
                         return Ok(());
                     }
@@ -214,10 +370,13 @@ where
                 changed = manager.changed() => changed,
             };
             match won {
-                Ok(true) => {}
-                Ok(false) => continue,
+                Ok(true) => faults.ok(),
+                Ok(false) => {
+                    faults.ok();
+                    continue;
+                }
                 Err(e) => {
-                    warn!(error = %e, "leader election: lease request failed; retrying in {backoff:?}");
+                    faults.error(&e, &settings, backoff);
                     if sleep_or_shutdown(backoff, &mut shutdown).await {
                         release(&manager, &settings).await;
                         return Ok(());
@@ -323,9 +482,95 @@ mod tests {
         assert!(bad.checked().is_err());
     }
 
+    fn api_error(code: u16, message: &str, kind: &str) -> LeaseManagerError {
+        let status: kube::core::Status = serde_json::from_value(serde_json::json!({
+            "status": "Failure", "message": message, "reason": "x", "code": code,
+            "details": {"kind": kind}
+        }))
+        .unwrap();
+        LeaseManagerError::KubeError(kube::Error::Api(Box::new(status)))
+    }
+
+    #[test]
+    fn faults_are_classified() {
+        let s = LeaderSettings::new("me");
+        let reason = |e: LeaseManagerError| classify(&e, &s).map(|f| f.reason);
+        assert_eq!(
+            reason(api_error(
+                404,
+                "namespaces \"openfunction-dapr\" not found",
+                "namespaces"
+            )),
+            Some("namespace_missing")
+        );
+        assert_eq!(
+            reason(api_error(403, "forbidden", "leases")),
+            Some("forbidden")
+        );
+        assert_eq!(reason(api_error(401, "no", "")), Some("unauthorized"));
+        assert_eq!(reason(api_error(503, "down", "")), Some("api_error"));
+        // another replica got there first: how an election goes
+        assert_eq!(reason(api_error(409, "conflict", "leases")), None);
+        assert_eq!(
+            reason(LeaseManagerError::LeaseAlreadyExists("l".into())),
+            None
+        );
+        let f = classify(
+            &api_error(
+                404,
+                "namespaces \"openfunction-dapr\" not found",
+                "namespaces",
+            ),
+            &s,
+        )
+        .unwrap();
+        assert!(
+            f.message.starts_with(
+                "cannot take Lease openfunction-dapr/openfunction-dapr-controller: namespace"
+            ),
+            "{}",
+            f.message
+        );
+    }
+
+    #[test]
+    fn a_lasting_fault_is_logged_once_a_minute_and_reported_once() {
+        let s = LeaderSettings::new("me");
+        let reports = std::sync::Mutex::new(Vec::new());
+        let mut log = FaultLog::new(|f: Option<&LeaseFault>| {
+            reports.lock().unwrap().push(f.map(|f| f.reason))
+        });
+        let t0 = std::time::Instant::now();
+        let missing = api_error(404, "namespaces \"x\" not found", "namespaces");
+        // a retry every 5 s for 150 s: logged at 0, 60 and 120 s
+        for i in 0..30 {
+            log.error_at(
+                &missing,
+                &s,
+                Duration::from_secs(5),
+                t0 + Duration::from_secs(5 * i),
+            );
+        }
+        assert_eq!(log.logged, 3);
+        // another cause: logged and reported at once
+        log.error_at(
+            &api_error(403, "forbidden", "leases"),
+            &s,
+            Duration::from_secs(5),
+            t0 + Duration::from_secs(151),
+        );
+        assert_eq!(log.logged, 4);
+        log.ok();
+        log.ok();
+        assert_eq!(
+            *reports.lock().unwrap(),
+            vec![Some("namespace_missing"), Some("forbidden"), None]
+        );
+    }
+
     #[test]
     fn identity_is_never_empty() {
         assert!(!default_identity().is_empty());
-        assert!(!default_lease_namespace().is_empty());
+        assert!(!default_lease_namespace("").is_empty());
     }
 }

@@ -392,6 +392,8 @@ pub async fn shutdown_signal() {
 pub struct Health {
     ready: Arc<AtomicBool>,
     live: Arc<AtomicBool>,
+    /// Problems `/readyz` lists under its status without changing it.
+    details: Arc<std::sync::Mutex<std::collections::BTreeMap<&'static str, String>>>,
 }
 
 impl Default for Health {
@@ -406,7 +408,24 @@ impl Health {
         Self {
             ready: Arc::new(AtomicBool::new(false)),
             live: Arc::new(AtomicBool::new(true)),
+            details: Arc::default(),
         }
+    }
+
+    /// Set (`Some`) or clear (`None`) a detail line of `/readyz`, e.g. a
+    /// controller that cannot take its Lease while the webhook serves fine.
+    pub fn set_detail(&self, key: &'static str, detail: Option<String>) {
+        let mut details = self.details.lock().unwrap_or_else(|e| e.into_inner());
+        match detail {
+            Some(d) => details.insert(key, d),
+            None => details.remove(key),
+        };
+    }
+
+    /// The detail lines, `key: detail`, sorted by key.
+    pub fn details(&self) -> Vec<String> {
+        let details = self.details.lock().unwrap_or_else(|e| e.into_inner());
+        details.iter().map(|(k, v)| format!("{k}: {v}")).collect()
     }
 
     /// Sets readiness (`/readyz`).
@@ -448,10 +467,67 @@ async fn livez(State(health): State<Health>) -> (StatusCode, &'static str) {
     }
 }
 
-async fn readyz(State(health): State<Health>) -> (StatusCode, &'static str) {
-    if health.is_ready() {
-        (StatusCode::OK, "ok")
+/// `ok` / `not ready`, then one line per detail (which never changes the
+/// status: readiness is the webhook's).
+async fn readyz(State(health): State<Health>) -> (StatusCode, String) {
+    let (status, mut body) = if health.is_ready() {
+        (StatusCode::OK, "ok".to_owned())
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready")
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready".to_owned())
+    };
+    for d in health.details() {
+        body.push('\n');
+        body.push_str(&d);
+    }
+    (status, body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tower::ServiceExt;
+
+    async fn get(health: &Health, path: &str) -> (StatusCode, String) {
+        let resp = admin_router(health.clone())
+            .oneshot(
+                axum::http::Request::get(path)
+                    .body(axum::body::Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        let status = resp.status();
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        (status, String::from_utf8(body.to_vec()).unwrap())
+    }
+
+    #[tokio::test]
+    async fn readyz_lists_details_without_changing_its_status() {
+        let health = Health::new();
+        health.set_ready(true);
+        assert_eq!(get(&health, "/readyz").await, (StatusCode::OK, "ok".into()));
+        health.set_detail(
+            "controller",
+            Some("cannot take Lease a/b: forbidden".into()),
+        );
+        assert_eq!(
+            get(&health, "/readyz").await,
+            (
+                StatusCode::OK,
+                "ok\ncontroller: cannot take Lease a/b: forbidden".into()
+            )
+        );
+        health.set_ready(false);
+        assert_eq!(
+            get(&health, "/readyz").await.0,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        health.set_detail("controller", None);
+        assert_eq!(
+            get(&health, "/readyz").await,
+            (StatusCode::SERVICE_UNAVAILABLE, "not ready".into())
+        );
     }
 }
