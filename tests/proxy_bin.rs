@@ -41,7 +41,10 @@ async fn connect(addr: std::net::SocketAddr) -> AppCallbackClient<tonic::transpo
         {
             Ok(ch) => return AppCallbackClient::new(ch),
             Err(e) => {
-                assert!(started.elapsed() < Duration::from_secs(10), "proxy not listening: {e}");
+                assert!(
+                    started.elapsed() < Duration::from_secs(10),
+                    "proxy not listening: {e}"
+                );
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }
@@ -77,7 +80,10 @@ async fn the_binary_serves_logs_json_and_drains_on_sigterm() {
     assert_eq!(listed.bindings, ["cron", "kafka-in"]);
 
     // A failed delivery: RETRY to daprd, one JSON line with id and pod.
-    let r = daprd.on_topic_event(topic_event("ev-failing")).await.unwrap();
+    let r = daprd
+        .on_topic_event(topic_event("ev-failing"))
+        .await
+        .unwrap();
     assert_eq!(r.into_inner().status, TopicStatus::Retry as i32);
     tokio::time::sleep(Duration::from_millis(100)).await;
     let log = bin.log();
@@ -90,7 +96,8 @@ async fn the_binary_serves_logs_json_and_drains_on_sigterm() {
     assert_eq!(failed[0]["pod"], function.addr.to_string());
     assert_eq!(failed[0]["level"], "WARN");
     assert!(
-        log.lines().all(|l| serde_json::from_str::<serde_json::Value>(l).is_ok()),
+        log.lines()
+            .all(|l| serde_json::from_str::<serde_json::Value>(l).is_ok()),
         "every log line is JSON: {log}"
     );
 
@@ -111,7 +118,10 @@ async fn the_binary_serves_logs_json_and_drains_on_sigterm() {
         .unwrap();
     assert!(status.success());
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(bin.child.try_wait().unwrap().is_none(), "exited with events in flight");
+    assert!(
+        bin.child.try_wait().unwrap().is_none(),
+        "exited with events in flight"
+    );
     let (ready, _) = common::proxy::admin_get(admin, "/readyz").await;
     assert_eq!(ready, 503);
     function.release();
@@ -124,7 +134,11 @@ async fn the_binary_serves_logs_json_and_drains_on_sigterm() {
         if let Some(code) = bin.child.try_wait().unwrap() {
             break code;
         }
-        assert!(started.elapsed() < Duration::from_secs(10), "no exit: {}", bin.log());
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no exit: {}",
+            bin.log()
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     assert!(code.success(), "{code}: {}", bin.log());
@@ -145,7 +159,10 @@ fn bad_configuration_is_refused_at_start() {
             cmd.env(k, v);
         }
         let out = cmd.output().unwrap();
-        (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     };
     let ctx = common::proxy::CONTEXT;
     let (ok, err) = run(&[], &[]);

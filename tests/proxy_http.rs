@@ -179,7 +179,10 @@ async fn forwards_bindings_and_topics_with_daprs_status_semantics() {
     assert_eq!(r.status(), 200);
     let seen = f.seen();
     assert_eq!(seen.len(), 2);
-    assert_eq!((seen[0].0.clone(), seen[0].1.as_str()), (Method::POST, "/cron"));
+    assert_eq!(
+        (seen[0].0.clone(), seen[0].1.as_str()),
+        (Method::POST, "/cron")
+    );
     assert_eq!(&seen[0].3[..], b"tick");
     assert_eq!(seen[0].2["x-meta"], "1");
     assert_eq!(seen[1].1, "/orders");
@@ -212,7 +215,12 @@ async fn forwards_bindings_and_topics_with_daprs_status_semantics() {
         assert_eq!(r.status(), 200);
         let v: Value = r.json().await.unwrap();
         assert_eq!(v["status"], "RETRY", "function status {code}");
-        let r = c.post(format!("{base}/cron")).body("x").send().await.unwrap();
+        let r = c
+            .post(format!("{base}/cron"))
+            .body("x")
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status().as_u16(), code);
     }
     assert!(
@@ -249,7 +257,12 @@ async fn no_function_means_retry_or_error_after_the_timeout() {
         .await
         .unwrap();
     assert_eq!(v["status"], "RETRY");
-    let r = c.post(format!("{base}/cron")).body("x").send().await.unwrap();
+    let r = c
+        .post(format!("{base}/cron"))
+        .body("x")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 503);
 }
 
@@ -278,7 +291,12 @@ async fn moves_off_a_dead_pod_and_spreads_over_live_ones() {
         let (c, base) = (c.clone(), base.clone());
         tasks.push(tokio::spawn(async move {
             for _ in 0..20 {
-                let r = c.post(format!("{base}/kafka-in")).body("x").send().await.unwrap();
+                let r = c
+                    .post(format!("{base}/kafka-in"))
+                    .body("x")
+                    .send()
+                    .await
+                    .unwrap();
                 assert_eq!(r.status(), 200);
             }
         }));
@@ -299,13 +317,22 @@ async fn drains_then_reports_unhealthy() {
     let c = daprd();
     let base = format!("http://{}", p.addr);
     let (c2, b2) = (c.clone(), base.clone());
-    let inflight =
-        tokio::spawn(async move { c2.post(format!("{b2}/orders")).body(CLOUD_EVENT).send().await });
+    let inflight = tokio::spawn(async move {
+        c2.post(format!("{b2}/orders"))
+            .body(CLOUD_EVENT)
+            .send()
+            .await
+    });
     tokio::time::sleep(Duration::from_millis(200)).await;
     p.shutdown();
     tokio::time::sleep(Duration::from_millis(100)).await;
     // A new event while draining: RETRY, not delivered.
-    if let Ok(r) = c.post(format!("{base}/orders")).body(CLOUD_EVENT).send().await {
+    if let Ok(r) = c
+        .post(format!("{base}/orders"))
+        .body(CLOUD_EVENT)
+        .send()
+        .await
+    {
         let v: Value = r.json().await.unwrap();
         assert_eq!(v["status"], "RETRY");
     }

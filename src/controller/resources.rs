@@ -10,9 +10,9 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, ObjectFieldSelector,
-    PodSecurityContext, PodSpec, PodTemplateSpec, ResourceRequirements, SeccompProfile,
-    SecurityContext, Service, ServicePort, ServiceSpec,
+    Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction,
+    ObjectFieldSelector, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements,
+    SeccompProfile, SecurityContext, Service, ServicePort, ServiceSpec,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
@@ -59,8 +59,16 @@ pub const MODE_ANNOTATION: &str = "openfunction.io/dapr-mode";
 /// Default number of proxy replicas.
 pub const DEFAULT_REPLICAS: i32 = 1;
 
-/// Default proxy image (`--proxy-image`).
-pub const DEFAULT_PROXY_IMAGE: &str = "openfunction/dapr-proxy:v0.1.0";
+/// Default proxy image (`--proxy-image`): this project's own image, the
+/// same reference the install manifests use, running `openfunction-dapr
+/// proxy`.
+pub const DEFAULT_PROXY_IMAGE: &str = concat!("openfunction-dapr:", env!("CARGO_PKG_VERSION"));
+/// Upstream's Go proxy, which an operator can still choose.
+pub const UPSTREAM_PROXY_IMAGE: &str = "openfunction/dapr-proxy:v0.1.0";
+/// Admin port (health, metrics) of our proxy (`proxy --admin-addr`).
+pub const PROXY_ADMIN_PORT: i32 = 9091;
+/// Name of that container port.
+pub const PROXY_ADMIN_PORT_NAME: &str = "proxy-admin";
 /// Default CPU request of the proxy container.
 pub const DEFAULT_CPU_REQUEST: &str = "50m";
 /// Default memory request of the proxy container.
@@ -114,6 +122,16 @@ impl Default for ProxySettings {
             resources: ProxyResources::default(),
         }
     }
+}
+
+/// Whether `image` is upstream's Go proxy (`.../dapr-proxy[:tag][@digest]`),
+/// which takes no arguments, rather than this project's image, which runs
+/// the `proxy` subcommand.
+pub fn is_upstream_proxy_image(image: &str) -> bool {
+    let without_digest = image.split('@').next().unwrap_or(image);
+    let last = without_digest.rsplit('/').next().unwrap_or(without_digest);
+    let name = last.split(':').next().unwrap_or(last);
+    name == "dapr-proxy"
 }
 
 /// `<fn>-dapr-proxy`
@@ -301,15 +319,39 @@ pub fn desired_proxy_deployment(func: &Function, settings: &ProxySettings) -> De
     let labels = proxy_labels(name);
     let res = &settings.resources;
 
+    let ours = !is_upstream_proxy_image(&settings.image);
+    let mut ports = vec![ContainerPort {
+        name: Some(FUNCTION_PORT_NAME.to_owned()),
+        container_port: resolved.app_port,
+        protocol: Some("TCP".to_owned()),
+        ..Default::default()
+    }];
+    if ours {
+        ports.push(ContainerPort {
+            name: Some(PROXY_ADMIN_PORT_NAME.to_owned()),
+            container_port: PROXY_ADMIN_PORT,
+            protocol: Some("TCP".to_owned()),
+            ..Default::default()
+        });
+    }
+    let probe = |path: &str| Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.to_owned()),
+            port: IntOrString::String(PROXY_ADMIN_PORT_NAME.to_owned()),
+            ..Default::default()
+        }),
+        period_seconds: Some(10),
+        ..Default::default()
+    };
     let container = Container {
         name: PROXY_APP_NAME.to_owned(),
         image: Some(settings.image.clone()),
-        ports: Some(vec![ContainerPort {
-            name: Some(FUNCTION_PORT_NAME.to_owned()),
-            container_port: resolved.app_port,
-            protocol: Some("TCP".to_owned()),
-            ..Default::default()
-        }]),
+        // Our image runs `openfunction-dapr proxy` (admin port 9091);
+        // upstream's runs its proxy with no arguments.
+        args: ours.then(|| vec!["proxy".to_owned()]),
+        readiness_probe: ours.then(|| probe("/readyz")),
+        liveness_probe: ours.then(|| probe("/livez")),
+        ports: Some(ports),
         env: Some(
             [env_value(ENV_FUNC_CONTEXT, func_context(name, &func.spec))]
                 .into_iter()
@@ -452,6 +494,40 @@ mod tests {
             }
         }))
         .unwrap()
+    }
+
+    #[test]
+    fn our_image_runs_the_proxy_subcommand_upstreams_takes_no_args() {
+        let f = function(json!({}), "async");
+        let container = |image: &str| {
+            let settings = ProxySettings {
+                image: image.to_owned(),
+                ..ProxySettings::default()
+            };
+            let d = desired_proxy_deployment(&f, &settings);
+            d.spec.unwrap().template.spec.unwrap().containers.remove(0)
+        };
+        let ours = container(DEFAULT_PROXY_IMAGE);
+        assert_eq!(ours.image.as_deref(), Some("openfunction-dapr:0.1.0"));
+        assert_eq!(ours.args, Some(vec!["proxy".to_owned()]));
+        assert!(ours.readiness_probe.is_some() && ours.liveness_probe.is_some());
+        assert_eq!(ours.ports.as_ref().map(Vec::len), Some(2));
+        for upstream in [
+            UPSTREAM_PROXY_IMAGE,
+            "registry.example.com/mirror/dapr-proxy:v0.1.0",
+            "openfunction/dapr-proxy@sha256:abc",
+            "dapr-proxy",
+        ] {
+            let c = container(upstream);
+            assert_eq!(c.args, None, "{upstream}");
+            assert!(c.readiness_probe.is_none(), "{upstream}");
+            assert_eq!(c.ports.as_ref().map(Vec::len), Some(1));
+        }
+        // A registry with a port is not a tag.
+        assert!(!is_upstream_proxy_image(
+            "localhost:5000/openfunction-dapr:0.1.0"
+        ));
+        assert!(is_upstream_proxy_image("localhost:5000/dapr-proxy:1"));
     }
 
     #[test]
