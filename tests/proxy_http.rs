@@ -26,10 +26,13 @@ enum Mode {
     Stall,
 }
 
+/// One request a fake function got: method, path, headers, body.
+type Seen = (Method, String, HeaderMap, Bytes);
+
 #[derive(Clone)]
 struct Pod {
     mode: Arc<Mutex<Mode>>,
-    seen: Arc<Mutex<Vec<(Method, String, HeaderMap, Bytes)>>>,
+    seen: Arc<Mutex<Vec<Seen>>>,
     release: Arc<tokio::sync::Notify>,
 }
 
@@ -83,7 +86,7 @@ impl FakeHttpFunction {
         *self.pod.mode.lock().unwrap() = mode;
     }
 
-    fn seen(&self) -> Vec<(Method, String, HeaderMap, Bytes)> {
+    fn seen(&self) -> Vec<Seen> {
         self.pod.seen.lock().unwrap().clone()
     }
 }
