@@ -83,6 +83,7 @@ pub struct Metrics {
     pub reconcile_duration: Histogram,
     pub writes: Family<WriteLabels, Counter>,
     pub proxies_managed: Gauge,
+    pub proxies_deferred: Gauge,
     pub certificate_expiry: Gauge<f64, AtomicU64>,
     pub leader: Gauge,
     pub api_version: Family<ApiVersionLabels, Gauge>,
@@ -144,6 +145,12 @@ impl Metrics {
             "Standalone Functions whose proxy this controller maintains",
             proxies_managed.clone(),
         );
+        let proxies_deferred = Gauge::default();
+        registry.register(
+            "proxies_deferred",
+            "Functions whose Dapr proxy OpenFunction's own controller runs (openfunction-dapr runs none for them)",
+            proxies_deferred.clone(),
+        );
         let certificate_expiry = Gauge::<f64, AtomicU64>::default();
         registry.register(
             "certificate_expiry_timestamp_seconds",
@@ -186,6 +193,7 @@ impl Metrics {
             reconcile_duration,
             writes,
             proxies_managed,
+            proxies_deferred,
             certificate_expiry,
             leader,
             api_version,
@@ -262,6 +270,11 @@ impl crate::controller::ControllerMetrics for Metrics {
 
     fn proxies(&self, count: usize) {
         self.proxies_managed
+            .set(i64::try_from(count).unwrap_or(i64::MAX));
+    }
+
+    fn deferred(&self, count: usize) {
+        self.proxies_deferred
             .set(i64::try_from(count).unwrap_or(i64::MAX));
     }
 

@@ -230,6 +230,9 @@ impl controller::ControllerMetrics for ControllerReport {
     fn proxies(&self, count: usize) {
         self.metrics.proxies(count);
     }
+    fn deferred(&self, count: usize) {
+        self.metrics.deferred(count);
+    }
     fn api_version(&self, version: Option<crate::model::v1beta2::ApiVersion>) {
         controller::ControllerMetrics::api_version(&*self.metrics, version);
     }

@@ -41,13 +41,14 @@ use tokio::sync::oneshot;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::controller::resources::{ProxyResources, ProxySettings};
-use crate::model::function::{FUNCTION_LABEL, Function};
+use crate::model::function::{FUNCTION_LABEL, Function, Serving};
 use crate::model::mode::Mode;
 use crate::model::v1beta2::{self, ApiVersion, GROUP, VERSIONS};
 use crate::ops::discovery::{
     DISCOVERY_INTERVAL, map_event, served_versions, served_versions_retrying,
 };
 use crate::ops::leader::{self, LeaderSettings};
+use kube::core::PartialObjectMeta;
 use plan::{Observed, Plan, Step};
 
 /// Field manager of every server-side apply of the controller.
@@ -65,6 +66,20 @@ pub mod reasons {
     pub const PROXY_CONFLICT: &str = "ProxyConflict";
     pub const INVALID_ANNOTATION: &str = "InvalidAnnotation";
     pub const WORKLOAD_ROLLED: &str = "WorkloadRolled";
+    /// OpenFunction's own controller runs the Function's proxy: ours steps aside.
+    pub const PROXY_DEFERRED: &str = "ProxyDeferred";
+}
+
+/// What to do where OpenFunction's own controller runs a proxy for a
+/// Function (`--coexist`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Coexist {
+    /// Create no proxy and delete ours while OpenFunction's runs.
+    #[default]
+    Auto,
+    /// Ignore OpenFunction's proxies (two daprd with one app id would
+    /// consume every event twice: only for clusters without it).
+    Off,
 }
 
 /// Default period of the resync of every Function.
@@ -94,6 +109,12 @@ pub struct ControllerSettings {
     /// Image of the Dapr proxy container.
     #[arg(long, env = "PROXY_IMAGE", default_value = resources::DEFAULT_PROXY_IMAGE)]
     pub proxy_image: String,
+
+    /// Where OpenFunction's controller runs a proxy for a Function (a
+    /// Deployment labelled openfunction.io/proxy owned by one of its
+    /// Servings): `auto` creates none and removes ours, `off` ignores it.
+    #[arg(long, env = "COEXIST", value_enum, default_value_t = Coexist::Auto)]
+    pub coexist: Coexist,
 
     /// Cluster DNS domain. Not a flag of its own: `serve` shares its
     /// `--cluster-domain` with the webhook and copies it here
@@ -171,6 +192,7 @@ impl Default for ControllerSettings {
         Self {
             enabled: true,
             proxy_image: resources::DEFAULT_PROXY_IMAGE.to_owned(),
+            coexist: Coexist::Auto,
             cluster_domain: crate::model::mode::DEFAULT_CLUSTER_DOMAIN.to_owned(),
             proxy_cpu_request: resources::DEFAULT_CPU_REQUEST.to_owned(),
             proxy_memory_request: resources::DEFAULT_MEMORY_REQUEST.to_owned(),
@@ -289,6 +311,9 @@ pub trait ControllerMetrics: Send + Sync {
     fn leader(&self, _is_leader: bool) {}
     /// Number of proxy Deployments in the controller's cache.
     fn proxies(&self, _count: usize) {}
+    /// Number of Functions whose proxy OpenFunction's controller runs (ours
+    /// steps aside).
+    fn deferred(&self, _count: usize) {}
     /// The version of `core.openfunction.io` Functions the controller reads
     /// (`None`: the API server serves neither; the watch retries).
     fn api_version(&self, _version: Option<ApiVersion>) {}
@@ -337,6 +362,80 @@ pub struct Stores {
     pub services: Store<Service>,
     /// Deployments labelled `openfunction.io/function`.
     pub workloads: Store<Deployment>,
+    /// OpenFunction's own proxies and Servings (empty with `--coexist=off`).
+    pub upstream: Upstream,
+}
+
+/// What the controller sees of OpenFunction's own proxies.
+#[derive(Clone)]
+pub struct Upstream {
+    /// Deployments labelled `openfunction.io/proxy` that are not ours.
+    pub proxies: Store<Deployment>,
+    /// Servings (metadata only), to map a proxy to its Function.
+    pub servings: Store<PartialObjectMeta<Serving>>,
+}
+
+/// Label selector of OpenFunction's proxies (ours carry the same label).
+pub const UPSTREAM_PROXY_SELECTOR: &str =
+    "openfunction.io/proxy,app.kubernetes.io/managed-by!=openfunction-dapr";
+
+impl Upstream {
+    /// Empty and synced: nothing to coexist with.
+    pub fn none() -> Self {
+        let mut p = reflector::store::Writer::<Deployment>::default();
+        let mut s = reflector::store::Writer::<PartialObjectMeta<Serving>>::default();
+        for e in [watcher::Event::Init, watcher::Event::InitDone] {
+            p.apply_watcher_event(&e);
+        }
+        for e in [watcher::Event::Init, watcher::Event::InitDone] {
+            s.apply_watcher_event(&e);
+        }
+        Upstream {
+            proxies: p.as_reader(),
+            servings: s.as_reader(),
+        }
+    }
+
+    /// The Function (namespace, name) whose proxy `d` is, when it is
+    /// OpenFunction's: its controller is a Serving of that Function.
+    pub fn function_of(&self, d: &Deployment) -> Option<(String, String)> {
+        let ns = d.namespace()?;
+        if !d.labels().contains_key(resources::PROXY_LABEL) {
+            return None;
+        }
+        let owner = d.metadata.owner_references.iter().flatten().find(|r| {
+            r.controller == Some(true)
+                && r.kind == "Serving"
+                && ApiVersion::parse(&r.api_version).is_some()
+        })?;
+        let serving = self
+            .servings
+            .get(&ObjectRef::new(&owner.name).within(&ns))?;
+        if serving.metadata.uid.is_some()
+            && serving.metadata.uid.as_deref() != Some(owner.uid.as_str())
+        {
+            return None;
+        }
+        let function = crate::model::function::serving_function_name(&serving.metadata)?;
+        Some((ns, function.to_owned()))
+    }
+
+    /// The names of OpenFunction's proxies of Function `name` in `ns`.
+    pub fn proxies_of(&self, ns: &str, name: &str) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .proxies
+            .state()
+            .iter()
+            .filter(|d| d.metadata.deletion_timestamp.is_none())
+            .filter(|d| {
+                self.function_of(d)
+                    .is_some_and(|(n, f)| n == ns && f == name)
+            })
+            .map(|d| d.name_any())
+            .collect();
+        names.sort();
+        names
+    }
 }
 
 impl Stores {
@@ -345,6 +444,8 @@ impl Stores {
             self.proxies.wait_until_ready().await.ok();
             self.services.wait_until_ready().await.ok();
             self.workloads.wait_until_ready().await.ok();
+            self.upstream.proxies.wait_until_ready().await.ok();
+            self.upstream.servings.wait_until_ready().await.ok();
         };
         tokio::time::timeout(CACHE_SYNC_TIMEOUT, all)
             .await
@@ -366,6 +467,7 @@ impl Stores {
                 d.namespace().as_deref() == Some(ns.as_str())
                     && d.labels().get(FUNCTION_LABEL) == Some(&name)
             }),
+            upstream_proxies: self.upstream.proxies_of(&ns, &name),
         }
     }
 }
@@ -480,6 +582,20 @@ impl Context {
         note: String,
         secondary: Option<ObjectReference>,
     ) {
+        self.publish_once_as(func, EventType::Warning, key, reason, note, secondary)
+            .await;
+    }
+
+    /// [`Self::publish_once`] with another Event type.
+    async fn publish_once_as(
+        &self,
+        func: &Function,
+        kind: EventType,
+        key: &str,
+        reason: &str,
+        note: String,
+        secondary: Option<ObjectReference>,
+    ) {
         let uid = func.uid().unwrap_or_default();
         let memo = format!("{uid}/{reason}/{key}");
         let hash = plan::fnv1a(note.as_bytes());
@@ -489,15 +605,8 @@ impl Context {
             .map(|mut m| m.insert(memo, hash) != Some(hash))
             .unwrap_or(true);
         if fresh {
-            self.publish(
-                func,
-                EventType::Warning,
-                reason,
-                "Reconcile",
-                note,
-                secondary,
-            )
-            .await;
+            self.publish(func, kind, reason, "Reconcile", note, secondary)
+                .await;
         }
     }
 
@@ -607,6 +716,9 @@ async fn reconcile_inner(func: &Function, ctx: &Context, namespace: &str) -> Res
             None,
         )
         .await;
+    }
+    if !plan.steps.iter().any(|s| matches!(s, Step::Defer { .. })) {
+        ctx.forget_reported(func, reasons::PROXY_DEFERRED, None);
     }
     execute(func, ctx, namespace, &plan).await
 }
@@ -740,6 +852,23 @@ async fn execute(func: &Function, ctx: &Context, ns: &str, plan: &Plan) -> Resul
                         });
                     }
                 }
+            }
+            Step::Defer { name } => {
+                let note = format!(
+                    "OpenFunction's controller runs the Dapr proxy of this function (Deployment {name}); \
+                     openfunction-dapr creates none while it exists (two daprd with one app id would \
+                     consume every event twice)"
+                );
+                debug!(upstream = %name, "deferring to OpenFunction's proxy");
+                ctx.publish_once_as(
+                    func,
+                    EventType::Normal,
+                    name,
+                    reasons::PROXY_DEFERRED,
+                    note,
+                    Some(reference::<Deployment>(ns, name)),
+                )
+                .await;
             }
             Step::Conflict {
                 kind,
@@ -1119,13 +1248,26 @@ async fn run_controller_for(
     });
     let workload_task = tokio::spawn(workload_events);
 
+    let (trigger, triggers) = futures::channel::mpsc::unbounded();
+    let (upstream, upstream_task) = match settings.coexist {
+        Coexist::Off => (Upstream::none(), None),
+        Coexist::Auto => {
+            let (u, task) = watch_upstream(&client, &ns, trigger).await;
+            (u, Some(task))
+        }
+    };
     let stores = Stores {
         proxies,
         services,
         workloads,
+        upstream: upstream.clone(),
     };
     let gauge_task = {
-        let (proxies, metrics) = (stores.proxies.clone(), metrics.clone());
+        let (proxies, metrics, upstream) = (
+            stores.proxies.clone(),
+            metrics.clone(),
+            stores.upstream.clone(),
+        );
         tokio::spawn(async move {
             loop {
                 let count = proxies
@@ -1134,6 +1276,13 @@ async fn run_controller_for(
                     .filter(|d| d.labels().contains_key(resources::PROXY_LABEL))
                     .count();
                 metrics.proxies(count);
+                let deferred: HashSet<(String, String)> = upstream
+                    .proxies
+                    .state()
+                    .iter()
+                    .filter_map(|d| upstream.function_of(d))
+                    .collect();
+                metrics.deferred(deferred.len());
                 tokio::time::sleep(Duration::from_secs(10)).await;
             }
         })
@@ -1178,6 +1327,7 @@ async fn run_controller_for(
     Controller::for_stream(function_events, functions)
         .watches_stream(proxy_events, owning_function)
         .watches_stream(service_events, owning_function)
+        .reconcile_on(triggers)
         .with_config(
             ControllerConfig::default()
                 .concurrency(8)
@@ -1197,10 +1347,109 @@ async fn run_controller_for(
         })
         .await;
     workload_task.abort();
+    if let Some(t) = upstream_task {
+        t.abort();
+    }
     gauge_task.abort();
     prune_task.abort();
     info!("controller stopped");
     Ok(())
+}
+
+/// Watches of OpenFunction's proxies and Servings (metadata only, in the
+/// version the API server serves; none without the Serving CRD). A change of
+/// such a proxy reconciles its Function, so ours comes back when it goes.
+async fn watch_upstream(
+    client: &Client,
+    ns: &Option<String>,
+    trigger: futures::channel::mpsc::UnboundedSender<ObjectRef<Function>>,
+) -> (Upstream, tokio::task::JoinHandle<()>) {
+    fn api<K>(client: &Client, ns: &Option<String>) -> Api<K>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+    {
+        match ns {
+            Some(ns) => Api::namespaced(client.clone(), ns),
+            None => Api::all(client.clone()),
+        }
+    }
+    let version = ApiVersion::choose(
+        served_versions(client, GROUP, "servings", &VERSIONS)
+            .await
+            .unwrap_or_default(),
+    );
+    let (proxies, mut pw) = reflector::store::<Deployment>();
+    let (servings, mut sw) = reflector::store::<PartialObjectMeta<Serving>>();
+    let proxy_events = watcher(
+        api::<Deployment>(client, ns),
+        watcher::Config::default().labels(UPSTREAM_PROXY_SELECTOR),
+    )
+    .default_backoff()
+    .modify(|d| {
+        d.managed_fields_mut().clear();
+        d.status = None;
+        d.spec = None;
+    });
+    let serving_events = match version {
+        Some(ApiVersion::V1beta1) => watcher(
+            api::<PartialObjectMeta<Serving>>(client, ns),
+            watcher::Config::default(),
+        )
+        .default_backoff()
+        .boxed(),
+        Some(ApiVersion::V1beta2) => watcher(
+            api::<PartialObjectMeta<v1beta2::Serving>>(client, ns),
+            watcher::Config::default(),
+        )
+        .default_backoff()
+        .map_ok(|e| {
+            map_event(e, |s| PartialObjectMeta::<Serving> {
+                types: None,
+                metadata: s.metadata,
+                _phantom: Default::default(),
+            })
+        })
+        .boxed(),
+        None => {
+            info!("no Serving CRD: OpenFunction's controller runs no proxy here");
+            sw.apply_watcher_event(&watcher::Event::Init);
+            sw.apply_watcher_event(&watcher::Event::InitDone);
+            futures::stream::pending().boxed()
+        }
+    };
+    let upstream = Upstream {
+        proxies: proxies.clone(),
+        servings: servings.clone(),
+    };
+    let task = tokio::spawn(async move {
+        let mut proxy_events = std::pin::pin!(proxy_events);
+        let mut serving_events = serving_events;
+        loop {
+            tokio::select! {
+                Some(e) = proxy_events.next() => match e {
+                    Ok(e) => {
+                        // Reconcile the Function of a proxy that came or went.
+                        if let watcher::Event::Apply(d) | watcher::Event::Delete(d) = &e
+                            && let Some((ns, f)) = upstream.function_of(d)
+                        {
+                            let _ = trigger.unbounded_send(ObjectRef::new(&f).within(&ns));
+                        }
+                        pw.apply_watcher_event(&e)
+                    }
+                    Err(e) => warn!(error = %e, "watch of OpenFunction's proxies failed; retrying"),
+                },
+                Some(e) = serving_events.next() => match e {
+                    Ok(e) => {
+                        let e = e.modify(|s| s.metadata.managed_fields = None);
+                        sw.apply_watcher_event(&e)
+                    }
+                    Err(e) => warn!(error = %e, "watch of Servings failed; retrying"),
+                },
+                else => break,
+            }
+        }
+    });
+    (Upstream { proxies, servings }, task)
 }
 
 #[cfg(test)]

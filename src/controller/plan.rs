@@ -28,6 +28,10 @@ pub struct Observed {
     /// The Deployments labelled `openfunction.io/function: <fn>` in the
     /// Function's namespace.
     pub function_deployments: Vec<Arc<Deployment>>,
+    /// OpenFunction's own proxy Deployments of the Function (labelled
+    /// `openfunction.io/proxy`, controlled by one of its Servings), sorted;
+    /// empty with `--coexist=off`.
+    pub upstream_proxies: Vec<String>,
 }
 
 /// One API call (or refusal) the reconcile makes, in order.
@@ -52,6 +56,9 @@ pub enum Step {
         from: Option<Mode>,
         to: Mode,
     },
+    /// OpenFunction's controller runs the Function's proxy (`name`): create
+    /// none (ours, if any, is deleted by a step of its own) and say so.
+    Defer { name: String },
     /// An object we would manage exists but is not ours: leave it alone and
     /// say so.
     Conflict {
@@ -64,7 +71,7 @@ pub enum Step {
 impl Step {
     /// True for steps that write to the API server.
     pub fn is_write(&self) -> bool {
-        !matches!(self, Step::Conflict { .. })
+        !matches!(self, Step::Conflict { .. } | Step::Defer { .. })
     }
 }
 
@@ -106,9 +113,27 @@ pub fn plan(func: &Function, observed: &Observed, settings: &ProxySettings) -> P
         resources::is_owned_by(meta, uid)
     };
 
+    if mode == Mode::Standalone
+        && let Some(upstream) = observed.upstream_proxies.first()
+    {
+        // Two daprd with one app id would consume every event twice.
+        steps.push(Step::Defer {
+            name: upstream.clone(),
+        });
+        if let Some(o) = observed.proxy.as_deref()
+            && ours(&o.metadata)
+            && o.metadata.deletion_timestamp.is_none()
+        {
+            steps.push(Step::DeleteDeployment {
+                name: o.name_any(),
+                uid: o.uid().unwrap_or_default(),
+            });
+        }
+    }
     if mode == Mode::Standalone {
         let desired = with_applied_hash(resources::desired_proxy_deployment(func, settings));
         match observed.proxy.as_deref() {
+            _ if !observed.upstream_proxies.is_empty() => {}
             None => steps.push(Step::ApplyDeployment {
                 deployment: Box::new(desired),
                 create: true,
@@ -218,7 +243,8 @@ fn step_name(s: &Step) -> &str {
         Step::RollDeployment { name, .. }
         | Step::DeleteDeployment { name, .. }
         | Step::DeleteService { name, .. }
-        | Step::Conflict { name, .. } => name,
+        | Step::Conflict { name, .. }
+        | Step::Defer { name } => name,
         Step::ApplyDeployment { deployment, .. } => {
             deployment.metadata.name.as_deref().unwrap_or_default()
         }
@@ -412,6 +438,7 @@ mod tests {
             proxy: Some(served(&d, "uid-d")),
             service: svc.map(|s| served(&s, "uid-s")),
             function_deployments: vec![],
+            upstream_proxies: vec![],
         }
     }
 
@@ -450,8 +477,40 @@ mod tests {
                     format!("roll {name} {from:?}->{to}")
                 }
                 Step::Conflict { kind, name, .. } => format!("conflict {kind} {name}"),
+                Step::Defer { name } => format!("defer {name}"),
             })
             .collect()
+    }
+
+    #[test]
+    fn openfunctions_proxy_means_none_of_ours() {
+        let f = standalone_async();
+        let s = ProxySettings::default();
+        // ours exists: deleted; none created; the Service is kept
+        let mut o = observed_for(&f);
+        o.upstream_proxies = vec!["serving-x-proxy-deployment-v1-abc".into()];
+        let p = plan(&f, &o, &s);
+        assert_eq!(
+            kinds(&p),
+            [
+                "defer serving-x-proxy-deployment-v1-abc",
+                "delete-deploy f-dapr-proxy uid-d"
+            ]
+        );
+        // none of ours: nothing created
+        let o = Observed {
+            upstream_proxies: vec!["p".into()],
+            ..Default::default()
+        };
+        assert_eq!(
+            kinds(&plan(&f, &o, &s)),
+            ["defer p", "apply-svc create=true"]
+        );
+        // OpenFunction's proxy gone: ours comes back
+        assert_eq!(
+            kinds(&plan(&f, &Observed::default(), &s)),
+            ["apply-deploy create=true", "apply-svc create=true"]
+        );
     }
 
     #[test]

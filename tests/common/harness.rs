@@ -6,11 +6,14 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Service;
+use kube::core::PartialObjectMeta;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::{self, store::Writer};
 use kube::runtime::watcher;
-use openfunction_dapr::controller::{self, Context, ControllerSettings, CountingMetrics, Stores};
-use openfunction_dapr::model::function::Function;
+use openfunction_dapr::controller::{
+    self, Context, ControllerSettings, CountingMetrics, Stores, Upstream,
+};
+use openfunction_dapr::model::function::{Function, Serving};
 use openfunction_dapr::model::v1beta2::{ApiVersion, read_function};
 use serde_json::Value;
 
@@ -26,6 +29,8 @@ pub struct Harness {
     pub proxies: Writer<Deployment>,
     pub services: Writer<Service>,
     pub workloads: Writer<Deployment>,
+    pub upstream_proxies: Writer<Deployment>,
+    pub servings: Writer<PartialObjectMeta<Serving>>,
 }
 
 pub fn deploy_path(name: &str) -> String {
@@ -49,6 +54,12 @@ impl Harness {
         let (proxies_r, proxies) = reflector::store::<Deployment>();
         let (services_r, services) = reflector::store::<Service>();
         let (workloads_r, workloads) = reflector::store::<Deployment>();
+        let (upstream_r, upstream_proxies) = reflector::store::<Deployment>();
+        let (servings_r, servings) = reflector::store::<PartialObjectMeta<Serving>>();
+        let h_upstream = Upstream {
+            proxies: upstream_r,
+            servings: servings_r,
+        };
         let metrics = Arc::new(CountingMetrics::default());
         let ctx = Arc::new(Context::new(
             client,
@@ -57,6 +68,7 @@ impl Harness {
                 proxies: proxies_r,
                 services: services_r,
                 workloads: workloads_r,
+                upstream: h_upstream.clone(),
             },
             metrics.clone(),
         ));
@@ -67,6 +79,8 @@ impl Harness {
             proxies,
             services,
             workloads,
+            upstream_proxies,
+            servings,
         };
         h.sync();
         h
@@ -97,6 +111,17 @@ impl Harness {
             &mut self.services,
             self.fake.objects_under("/api/v1/"),
             managed,
+        );
+        relist(&mut self.upstream_proxies, deployments.clone(), |o| {
+            o["metadata"]["labels"]
+                .get("openfunction.io/proxy")
+                .is_some()
+                && !managed(o)
+        });
+        relist(
+            &mut self.servings,
+            self.fake.objects_under("/apis/core.openfunction.io/"),
+            |o| o["kind"] == "Serving",
         );
         relist(&mut self.workloads, deployments, |o| {
             o["metadata"]["labels"]

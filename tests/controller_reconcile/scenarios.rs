@@ -888,6 +888,8 @@ async fn run_keeps_the_proxy_in_place_and_is_quiet_when_nothing_changes() {
                 selector,
                 Some("app.kubernetes.io/managed-by=openfunction-dapr")
                     | Some("openfunction.io/function")
+                    // OpenFunction's own proxies (--coexist=auto)
+                    | Some("openfunction.io/proxy,app.kubernetes.io/managed-by!=openfunction-dapr")
             ),
             "{} {} {selector:?}",
             c.method,
@@ -964,4 +966,89 @@ async fn run_with_the_controller_disabled_does_nothing() {
     stop.send(()).unwrap();
     task.await.unwrap().unwrap();
     assert!(fake.calls().is_empty());
+}
+
+/// OpenFunction's own proxy (as v0.8.0 – v1.2.0 `CreateDaprProxy` makes
+/// it: `<serving>-proxy-deployment-<version>-<random>`, labels
+/// `openfunction.io/managed` / `openfunction.io/proxy: <serving>`,
+/// controlled by the Serving, which carries `openfunction.io/function`).
+fn openfunction_proxy(serving: &str) -> (String, Value, String, Value) {
+    let serving_path = format!(
+        "/apis/core.openfunction.io/{}/namespaces/{NS}/servings/{serving}",
+        VERSION.as_str()
+    );
+    let serving_obj = json!({
+        "apiVersion": VERSION.api_version(), "kind": "Serving",
+        "metadata": {"name": serving, "namespace": NS, "uid": "serving-uid",
+            "labels": {"openfunction.io/function": CRON}}
+    });
+    let name = format!("{serving}-proxy-deployment-v100-x7k2p");
+    let deploy = json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": name, "namespace": NS,
+            "labels": {"openfunction.io/managed": "true", "openfunction.io/proxy": serving},
+            "ownerReferences": [{"apiVersion": VERSION.api_version(), "kind": "Serving",
+                "name": serving, "uid": "serving-uid", "controller": true, "blockOwnerDeletion": true}]},
+        "spec": {"selector": {"matchLabels": {"openfunction.io/proxy": serving}},
+            "template": {"metadata": {"labels": {"openfunction.io/proxy": serving}},
+                "spec": {"containers": [{"name": "dapr-proxy", "image": "openfunction/dapr-proxy:v0.1.0"}]}}}
+    });
+    (serving_path, serving_obj, name, deploy)
+}
+
+#[tokio::test]
+async fn openfunctions_proxy_replaces_ours_and_ours_comes_back() {
+    let mut h = Harness::new();
+    let f = cron();
+    h.reconcile_ok(&f).await;
+    h.sync();
+    let ours = uid_of(&h.fake, &deploy_path(&proxy_name()));
+
+    // OpenFunction's controller starts its own proxy for the Function
+    let (serving_path, serving, upstream, deploy) = openfunction_proxy("serving-4xk9q");
+    h.fake.put(&serving_path, serving);
+    h.fake.put(&deploy_path(&upstream), deploy);
+    h.sync();
+    let calls = h.reconcile_ok(&f).await;
+    assert_calls(
+        &calls,
+        vec![
+            event(
+                "ProxyDeferred",
+                "Normal",
+                Some(("Deployment", upstream.clone())),
+                "OpenFunction's controller runs the Dapr proxy of this function (Deployment serving-4xk9q-proxy-deployment-v100-x7k2p)",
+            ),
+            delete(deploy_path(&proxy_name()), ours),
+            event(
+                "ProxyRemoved",
+                "Normal",
+                Some(("Deployment", proxy_name())),
+                "Deleted the Dapr proxy Deployment",
+            ),
+        ],
+    );
+    assert!(h.fake.get(&deploy_path(&proxy_name())).is_none());
+    assert!(h.fake.get(&deploy_path(&upstream)).is_some(), "theirs untouched");
+    // nothing more while it runs (the Event is not repeated)
+    h.sync();
+    assert_calls(&h.reconcile_ok(&f).await, vec![]);
+
+    // OpenFunction's proxy goes away: ours comes back
+    h.fake.remove(&deploy_path(&upstream));
+    h.sync();
+    let calls = h.reconcile_ok(&f).await;
+    assert_calls(&calls, creation_calls(&f).into_iter().take(3).collect());
+}
+
+#[tokio::test]
+async fn a_proxy_of_another_functions_serving_changes_nothing() {
+    let mut h = Harness::new();
+    let f = cron();
+    let (serving_path, mut serving, upstream, deploy) = openfunction_proxy("serving-other");
+    serving["metadata"]["labels"]["openfunction.io/function"] = json!("another-function");
+    h.fake.put(&serving_path, serving);
+    h.fake.put(&deploy_path(&upstream), deploy);
+    h.sync();
+    assert_calls(&h.reconcile_ok(&f).await, creation_calls(&f));
 }
