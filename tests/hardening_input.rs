@@ -767,3 +767,37 @@ async fn other_methods_and_content_types() {
     still_serving(&server, &client).await;
     server.stop().await;
 }
+
+/// HTTP/2: a request that announces (content-length) a body over the limit
+/// and has not sent it gets a 413 answer, as over HTTP/1.1, not a bare
+/// stream reset; the connection keeps serving.
+#[tokio::test]
+async fn a_body_announced_over_the_limit_gets_413_over_http2() {
+    let server = WebhookServer::start(examples_store(), ServeOptions::default()).await;
+    let client = server.client(true);
+    // one small chunk, then nothing: the rest of the 100 MB never comes
+    let body = futures::StreamExt::chain(
+        futures::stream::iter([Ok::<_, std::io::Error>(hyper::body::Frame::data(
+            bytes::Bytes::from_static(b" "),
+        ))]),
+        futures::stream::pending(),
+    );
+    let body = http_body_util::StreamBody::new(body);
+    let resp = tokio::time::timeout(
+        Duration::from_secs(5),
+        client
+            .post(server.url())
+            .header("content-type", "application/json")
+            .header("content-length", "100000000")
+            .body(reqwest::Body::wrap(body))
+            .send(),
+    )
+    .await
+    .expect("an answer without the 100 MB")
+    .expect("a response, not a reset");
+    assert_eq!(resp.version(), reqwest::Version::HTTP_2);
+    assert_eq!(resp.status().as_u16(), 413);
+    assert_eq!(resp.text().await.unwrap(), "request body too large");
+    still_serving(&server, &client).await;
+    server.stop().await;
+}
