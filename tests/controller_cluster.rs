@@ -491,3 +491,138 @@ async fn modes(env: &Env) {
         "c"
     );
 }
+
+/// A Serving CRD for clusters without OpenFunction (any object accepted),
+/// so the test can play OpenFunction's controller; an existing one is kept.
+async fn ensure_serving_crd(client: &Client) {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let name = "servings.core.openfunction.io";
+    if crds.get_opt(name).await.unwrap().is_none() {
+        let crd: CustomResourceDefinition = serde_json::from_value(json!({
+            "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+            "metadata": {"name": name},
+            "spec": {"group": "core.openfunction.io", "scope": "Namespaced",
+                "names": {"plural": "servings", "singular": "serving", "kind": "Serving"},
+                "versions": [{"name": "v1beta1", "served": true, "storage": true,
+                    "schema": {"openAPIV3Schema": {"type": "object",
+                        "x-kubernetes-preserve-unknown-fields": true}}}]}
+        }))
+        .unwrap();
+        match crds.create(&PostParams::default(), &crd).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 409 => {}
+            Err(e) => panic!("creating the Serving CRD: {e}"),
+        }
+    }
+    wait_for("the Serving CRD to be established", ACT, || async {
+        let crd = crds.get(name).await.ok()?;
+        crd.status?
+            .conditions?
+            .iter()
+            .any(|c| c.type_ == "Established" && c.status == "True")
+            .then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a cluster: KUBECONFIG=... cargo test -- --ignored"]
+async fn no_second_proxy_next_to_openfunctions() {
+    // The Serving CRD must be there before the controller starts (it
+    // discovers the served Serving version at start).
+    if let Some(client) = cluster().await {
+        ensure_serving_crd(&client).await;
+    }
+    run_scenario("ofd-coexist", |env| coexist(env).boxed()).await;
+}
+
+async fn coexist(env: &Env) {
+    use openfunction_dapr::model::v1beta2::{ApiVersion, GROUP, VERSIONS};
+    let name = "cron-input-kafka-output";
+    let proxy = format!("{name}-dapr-proxy");
+    env.create_function("cron-input-kafka-output.yaml", name)
+        .await;
+    env.wait_present::<Deployment>(&proxy, ACT).await;
+
+    // Play OpenFunction's controller (CreateDaprProxy, v0.8.0 – v1.2.0): a
+    // Serving of the Function and its proxy Deployment.
+    let served = openfunction_dapr::ops::discovery::served_versions(
+        &env.client,
+        GROUP,
+        "servings",
+        &VERSIONS,
+    )
+    .await
+    .unwrap();
+    let version = ApiVersion::choose(served).expect("a served Serving version");
+    let servings: Api<DynamicObject> = Api::namespaced_with(
+        env.client.clone(),
+        &env.ns,
+        &ApiResource {
+            group: GROUP.into(),
+            version: version.as_str().into(),
+            api_version: version.api_version().into(),
+            kind: "Serving".into(),
+            plural: "servings".into(),
+        },
+    );
+    let serving: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": version.api_version(), "kind": "Serving",
+        "metadata": {"name": "serving-t1", "labels": {"openfunction.io/function": name}},
+        "spec": {}
+    }))
+    .unwrap();
+    let serving = servings
+        .create(&PostParams::default(), &serving)
+        .await
+        .unwrap();
+    let upstream = "serving-t1-proxy-deployment-v100-abcde";
+    let deploy: Deployment = serde_json::from_value(json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": upstream,
+            "labels": {"openfunction.io/managed": "true", "openfunction.io/proxy": "serving-t1"},
+            "ownerReferences": [{"apiVersion": version.api_version(), "kind": "Serving",
+                "name": "serving-t1", "uid": serving.uid().unwrap(), "controller": true,
+                "blockOwnerDeletion": true}]},
+        "spec": {"replicas": 0, "selector": {"matchLabels": {"openfunction.io/proxy": "serving-t1"}},
+            "template": {"metadata": {"labels": {"openfunction.io/proxy": "serving-t1"}},
+                "spec": {"containers": [{"name": "dapr-proxy", "image": "openfunction/dapr-proxy:v0.1.0"}]}}}
+    }))
+    .unwrap();
+    env.api::<Deployment>()
+        .create(&PostParams::default(), &deploy)
+        .await
+        .unwrap();
+
+    // ours goes, theirs stays, an Event names theirs
+    env.wait_absent::<Deployment>(&proxy, ACT).await;
+    let events = env.api::<Event>();
+    wait_for("a ProxyDeferred Event", ACT, || async {
+        events
+            .list(&Default::default())
+            .await
+            .ok()?
+            .items
+            .iter()
+            .any(|e| {
+                e.reason.as_deref() == Some("ProxyDeferred")
+                    && e.note.as_deref().is_some_and(|n| n.contains(upstream))
+            })
+            .then_some(())
+    })
+    .await;
+    assert!(
+        env.api::<Deployment>()
+            .get_opt(upstream)
+            .await
+            .unwrap()
+            .is_some()
+    );
+
+    // OpenFunction's proxy goes: ours comes back
+    env.api::<Deployment>()
+        .delete(upstream, &DeleteParams::default())
+        .await
+        .unwrap();
+    env.wait_present::<Deployment>(&proxy, ACT).await;
+}
