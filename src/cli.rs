@@ -56,10 +56,11 @@ pub struct ProxyArgs {
     /// `0.0.0.0:<FUNC_CONTEXT port, else 8080>`).
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
-    /// Forward to this one address instead of discovering the function
-    /// Service's pods (re-resolved like the Service if it is a name).
+    /// Forward to this address instead of discovering the function
+    /// Service's pods (re-resolved like the Service if it is a name);
+    /// repeat it for several fixed pods (local runs, benchmarks).
     #[arg(long, value_name = "HOST:PORT")]
-    pub target: Option<String>,
+    pub target: Vec<String>,
     /// Plain-HTTP address of /healthz, /livez, /readyz and /metrics.
     #[arg(long, default_value = "0.0.0.0:9091", env = "ADMIN_ADDR")]
     pub admin_addr: SocketAddr,

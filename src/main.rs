@@ -100,15 +100,21 @@ async fn run_proxy(args: ProxyArgs) -> anyhow::Result<()> {
     let inputs = context::parse(&args.func_context)?;
     let protocol = Protocol::parse(&args.app_protocol).map_err(anyhow::Error::msg)?;
     let port = inputs.port.unwrap_or(context::DEFAULT_PORT);
-    let resolver: Arc<dyn discovery::Resolve> = match (&args.target, &args.namespace) {
-        (Some(target), _) => Arc::new(discovery::Dns::parse(target).map_err(anyhow::Error::msg)?),
-        (None, Some(ns)) => Arc::new(discovery::Dns::function_service(
+    let resolver: Arc<dyn discovery::Resolve> = match (&args.target[..], &args.namespace) {
+        ([_, ..], _) => Arc::new(discovery::Many(
+            args.target
+                .iter()
+                .map(|t| discovery::Dns::parse(t))
+                .collect::<Result<_, _>>()
+                .map_err(anyhow::Error::msg)?,
+        )),
+        ([], Some(ns)) => Arc::new(discovery::Dns::function_service(
             &inputs.name,
             ns,
             &args.cluster_domain,
             port,
         )),
-        (None, None) => anyhow::bail!("POD_NAMESPACE (or --namespace) or --target is required"),
+        ([], None) => anyhow::bail!("POD_NAMESPACE (or --namespace) or --target is required"),
     };
     let listen = args
         .listen

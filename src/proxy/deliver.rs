@@ -86,6 +86,8 @@ impl<C: Clone> Deliverer<C> {
         });
         let deadline = Instant::now() + self.event_timeout;
         let mut tried: Vec<SocketAddr> = Vec::new();
+        // Every pod this event failed on, for the error.
+        let mut failed_on: Vec<SocketAddr> = Vec::new();
         let mut changes = self.pool.subscribe();
         loop {
             let now = Instant::now();
@@ -104,6 +106,9 @@ impl<C: Clone> Deliverer<C> {
                         self.pool.failed(addr, Instant::now().into_std());
                         self.metrics.retries.inc();
                         tried.push(addr);
+                        if !failed_on.contains(&addr) {
+                            failed_on.push(addr);
+                        }
                         continue;
                     }
                 }
@@ -113,7 +118,7 @@ impl<C: Clone> Deliverer<C> {
             if now >= deadline {
                 return Err(DeliveryError::Timeout {
                     timeout: self.event_timeout,
-                    tried,
+                    tried: failed_on,
                 });
             }
             let mut wake = deadline;

@@ -91,6 +91,42 @@ impl Resolve for Dns {
     }
 }
 
+/// Several fixed targets, each looked up as [`Dns`]; the union of what
+/// resolves (an error only when none does).
+#[derive(Clone, Debug)]
+pub struct Many(pub Vec<Dns>);
+
+impl Resolve for Many {
+    fn resolve(&self) -> ResolveFuture<'_> {
+        Box::pin(async move {
+            let mut all = Vec::new();
+            let mut last_err = None;
+            for d in &self.0 {
+                match d.resolve().await {
+                    Ok(a) => all.extend(a),
+                    Err(e) => last_err = Some(e),
+                }
+            }
+            match last_err {
+                Some(e) if all.is_empty() => Err(e),
+                _ => {
+                    all.sort();
+                    all.dedup();
+                    Ok(all)
+                }
+            }
+        })
+    }
+
+    fn describe(&self) -> String {
+        self.0
+            .iter()
+            .map(Dns::describe)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
 /// A resolver whose answer the caller sets (tests, fixed targets).
 #[derive(Clone, Debug)]
 pub struct Fixed(Arc<Mutex<io::Result<Vec<SocketAddr>>>>);
@@ -298,6 +334,9 @@ mod tests {
     async fn dns_resolves_literals_and_localhost() {
         let d = Dns::parse("127.0.0.1:81").unwrap();
         assert_eq!(d.resolve().await.unwrap(), [addr(81)]);
+        let many = Many(vec![d.clone(), Dns::parse("127.0.0.1:82").unwrap(), d]);
+        assert_eq!(many.resolve().await.unwrap(), [addr(81), addr(82)]);
+        assert_eq!(many.describe(), "127.0.0.1:81,127.0.0.1:82,127.0.0.1:81");
     }
 
     #[test]
