@@ -25,8 +25,8 @@ pub struct EventLabels {
     /// `success` (the function acknowledged), `function_error` (the
     /// function answered with an error or RETRY), `drop` (the function
     /// answered DROP), `timeout` (no function answered within the event
-    /// timeout), `rejected` (arrived while draining), `canceled` (daprd
-    /// gave up first).
+    /// timeout), `rejected` (arrived while draining). An event daprd gave
+    /// up on first is not counted.
     pub result: &'static str,
 }
 

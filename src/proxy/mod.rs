@@ -124,7 +124,9 @@ pub async fn serve(
                 },
             );
             let server = tonic::transport::Server::builder()
-                .max_concurrent_streams(Some(4096))
+                // Streams beyond twice the in-flight cap wait in daprd's
+                // client, not in this process: memory stays bounded.
+                .max_concurrent_streams(Some(max_streams(config.max_in_flight)))
                 .http2_keepalive_interval(Some(Duration::from_secs(20)))
                 .add_routes(channel.routes())
                 .serve_with_incoming_shutdown(
@@ -201,6 +203,14 @@ pub async fn serve(
     }
     tracing::info!("proxy stopped");
     Ok(())
+}
+
+/// HTTP/2 streams daprd may open at once: twice the in-flight cap (events
+/// waiting for a slot), at least 64.
+fn max_streams(max_in_flight: usize) -> u32 {
+    u32::try_from(max_in_flight.saturating_mul(2))
+        .unwrap_or(u32::MAX)
+        .max(64)
 }
 
 fn spawn_discovery<C: Clone + Send + 'static>(
