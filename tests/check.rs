@@ -7,10 +7,12 @@ mod common;
 use std::time::{Duration, SystemTime};
 
 use base64::Engine;
+use common::fake_api::Call;
 use common::fake_api::{FakeApi, http_client};
+use common::harness::v1beta2_document;
 use common::webhook::tls_presenting;
 use openfunction_dapr::check::{self, CheckOptions, Report};
-use openfunction_dapr::model::function::Function;
+use openfunction_dapr::model::v1beta2::{ApiVersion, read_function};
 use openfunction_dapr::model::workload::Kind;
 use openfunction_dapr::ops::certs::{self, generate_ca, sign_leaf};
 use openfunction_dapr::webhook::admission::mutate_workload;
@@ -134,7 +136,13 @@ fn function_workload(name: &str) -> Value {
 
 /// `object` as the webhook admits it now.
 fn admitted(object: &Value, kind: Kind) -> Value {
-    let f: Function = serde_json::from_value(function()).unwrap();
+    admitted_by(&function(), object, kind)
+}
+
+/// `object` as the webhook admits it for the Function document `function`
+/// (of either version, read as the webhook reads it).
+fn admitted_by(function: &Value, object: &Value, kind: Kind) -> Value {
+    let f = read_function(function.clone()).unwrap();
     let m = mutate_workload(object, kind, FN_NS, &f, "cluster.local", Default::default()).unwrap();
     let patch: json_patch::Patch =
         serde_json::from_value(serde_json::to_value(&m.patch).unwrap()).unwrap();
@@ -310,6 +318,7 @@ async fn api_section_missing_crd_and_conversion_dependency() {
     assert_eq!(report.exit_code(), 1);
 
     // OpenFunction 1.x: v1beta2 stored, both served: v1beta2 is read, no conversion.
+    c.fake.serve_openfunction_versions(&["v1beta1", "v1beta2"]);
     let conv = json!({"strategy": "Webhook", "webhook": {"conversionReviewVersions": ["v1"],
         "clientConfig": {"service": {"name": "openfunction-webhook-service", "namespace": "openfunction", "path": "/convert"}}}});
     c.fake.put(
@@ -328,6 +337,7 @@ async fn api_section_missing_crd_and_conversion_dependency() {
     assert!(finding(&report, "api.conversion").is_empty());
 
     // Stored as v1beta2 but only v1beta1 served: every read converts.
+    c.fake.serve_openfunction_versions(&["v1beta1"]);
     c.fake.put(
         &crd_path("functions.core.openfunction.io"),
         json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
@@ -492,7 +502,7 @@ async fn functions_section_proxy_states() {
     c.fake.put(
         &format!("/apis/core.openfunction.io/v1beta1/namespaces/{FN_NS}/servings/cron-serving-x"),
         json!({"apiVersion": "core.openfunction.io/v1beta1", "kind": "Serving",
-               "metadata": {"name": "cron-serving-x", "namespace": FN_NS,
+               "metadata": {"name": "cron-serving-x", "namespace": FN_NS, "uid": "s-1",
                             "labels": {"openfunction.io/function": "cron"}}, "spec": {}}),
     );
     c.fake.put(
@@ -538,6 +548,228 @@ async fn functions_section_proxy_states() {
                "message": "Function apps/cron: standalone, but no proxy Deployment cron-dapr-proxy",
                "fix": "see the Controller section; kubectl -n apps describe function cron (its Events)"})
     );
+}
+
+/// The cron Function as OpenFunction 1.x holds it: [`function`] converted
+/// to v1beta2 as v1.2.0 converts it, plus a state store, which only v1beta2
+/// has.
+fn function_v1beta2() -> Value {
+    let mut f = v1beta2_document(&function());
+    f["spec"]["serving"]["states"] =
+        json!({"store": {"spec": {"type": "state.redis", "version": "v1"}}});
+    f
+}
+
+fn function_in(version: ApiVersion) -> Value {
+    match version {
+        ApiVersion::V1beta1 => function(),
+        ApiVersion::V1beta2 => function_v1beta2(),
+    }
+}
+
+fn other(version: ApiVersion) -> ApiVersion {
+    match version {
+        ApiVersion::V1beta1 => ApiVersion::V1beta2,
+        ApiVersion::V1beta2 => ApiVersion::V1beta1,
+    }
+}
+
+fn openfunction_path(version: ApiVersion, plural: &str, name: &str) -> String {
+    format!(
+        "/apis/{}/namespaces/{FN_NS}/{plural}/{name}",
+        version.api_version()
+    )
+}
+
+/// [`healthy`], with Functions and Servings served in `version`: v1beta1
+/// alone (OpenFunction 0.8), or v1beta2 as OpenFunction 1.x serves it (v1beta1
+/// too, v1beta2 stored, a conversion webhook). The fake converts nothing:
+/// under v1beta1 it holds what a conversion would answer, which must never
+/// be read.
+fn healthy_in(version: ApiVersion) -> Cluster {
+    let c = healthy();
+    let conv = json!({"strategy": "Webhook", "webhook": {"conversionReviewVersions": ["v1"],
+        "clientConfig": {"service": {"name": "openfunction-webhook-service", "namespace": "openfunction", "path": "/convert"}}}});
+    for name in [
+        "functions.core.openfunction.io",
+        "servings.core.openfunction.io",
+    ] {
+        let c_ = match version {
+            ApiVersion::V1beta1 => crd(name, &[("v1beta1", true)], None),
+            ApiVersion::V1beta2 => crd(
+                name,
+                &[("v1beta1", false), ("v1beta2", true)],
+                Some(conv.clone()),
+            ),
+        };
+        c.fake.put(&crd_path(name), c_);
+    }
+    if version == ApiVersion::V1beta2 {
+        c.fake.serve_openfunction_versions(&["v1beta1", "v1beta2"]);
+        c.fake.put(
+            &openfunction_path(version, "functions", "cron"),
+            function_v1beta2(),
+        );
+        c.fake.put(
+            &deploy_path(FN_NS, "cron-v1"),
+            admitted_by(
+                &function_v1beta2(),
+                &function_workload("cron-v1"),
+                Kind::Deployment,
+            ),
+        );
+    }
+    c
+}
+
+/// Every request for `core.openfunction.io` objects is in `version`
+/// (API discovery aside): nothing that needs a conversion. Returns the
+/// paths of the lists.
+fn assert_only_version_read(calls: &[Call], version: ApiVersion) -> Vec<String> {
+    let mut lists = Vec::new();
+    for c in calls {
+        assert_eq!(c.method, "GET", "{c:?}");
+        if let Some(rest) = c.path.strip_prefix("/apis/core.openfunction.io/") {
+            assert!(
+                !rest.contains('/') || rest.starts_with(&format!("{version}/")),
+                "{} {} reads another version than {version}",
+                c.method,
+                c.path
+            );
+            if rest.contains('/') {
+                lists.push(c.path.clone());
+            }
+        }
+    }
+    lists
+}
+
+/// The `name` env variable of the first container of a Deployment.
+fn env_of(d: &Value, name: &str) -> Option<String> {
+    d["spec"]["template"]["spec"]["containers"][0]["env"]
+        .as_array()?
+        .iter()
+        .find(|e| e["name"] == name)
+        .and_then(|e| e["value"].as_str().map(str::to_owned))
+}
+
+/// Functions and Servings are read in the version the product uses, and
+/// workloads are compared with what the webhook produces for that version:
+/// a workload admitted for the other version's reading is stale.
+async fn workloads_compared_in(version: ApiVersion) {
+    let c = healthy_in(version);
+    let v = version.as_str();
+    // Admitted when the Function was read in the other version (before an
+    // upgrade to OpenFunction 1.x, or by a webhook reading through the
+    // conversion): the contexts differ.
+    let stale = admitted_by(
+        &function_in(other(version)),
+        &function_workload("cron-v2"),
+        Kind::Deployment,
+    );
+    c.fake.put(&deploy_path(FN_NS, "cron-v2"), stale.clone());
+    let wired = c.fake.get(&deploy_path(FN_NS, "cron-v1")).unwrap();
+    let v2_context = env_of(&wired, "FUNC_CONTEXT_V1BETA2");
+    assert_eq!(v2_context.is_some(), version == ApiVersion::V1beta2);
+    if let Some(ctx) = v2_context {
+        assert!(ctx.contains("state.redis"), "{ctx}");
+        assert_eq!(env_of(&stale, "FUNC_CONTEXT_V1BETA2"), None);
+    }
+
+    let report = run(&c).await;
+    let served = match version {
+        ApiVersion::V1beta1 => "v1beta1",
+        ApiVersion::V1beta2 => "v1beta1, v1beta2",
+    };
+    assert_eq!(
+        one(&report, "api.function-crd"),
+        json!({"section": "api", "check": "api.function-crd", "status": "ok",
+               "message": format!("the Function CRD serves {served}; openfunction-dapr reads {v}")})
+    );
+    assert_eq!(
+        one(&report, "api.serving-crd"),
+        json!({"section": "api", "check": "api.serving-crd", "status": "ok",
+               "message": format!("the Serving CRD serves {served}; openfunction-dapr reads {v}")})
+    );
+    assert!(finding(&report, "api.conversion").is_empty());
+    assert_eq!(
+        one(&report, "functions.mode"),
+        json!({"section": "functions", "check": "functions.mode", "status": "ok",
+               "message": "Function apps/cron: standalone (app id cron-apps)"})
+    );
+    assert_eq!(
+        one(&report, "functions.workloads"),
+        json!({"section": "functions", "check": "functions.workloads", "status": "ok",
+               "message": "1 function workload in apps as the webhook would produce it now"})
+    );
+    let changes = match version {
+        // the wired label, and FUNC_CONTEXT_V1BETA2 added
+        ApiVersion::V1beta2 => {
+            "2 changes: /spec/template/metadata/labels/openfunction.io~1dapr-wired, /spec/template/spec/containers/0/env/-"
+        }
+        // the wired label only (a FUNC_CONTEXT_V1BETA2 there is not the
+        // webhook's to remove)
+        ApiVersion::V1beta1 => {
+            "1 changes: /spec/template/metadata/labels/openfunction.io~1dapr-wired"
+        }
+    };
+    assert_eq!(
+        one(&report, "functions.workload"),
+        json!({"section": "functions", "check": "functions.workload", "status": "fail",
+               "message": format!("deployment apps/cron-v2 differs from what the webhook produces now ({changes}): created while the webhook was away, or not rolled after a mode change"),
+               "fix": "kubectl rollout restart deployment/cron-v2 -n apps"})
+    );
+    assert_eq!(report.exit_code(), 1);
+    let lists = assert_only_version_read(&c.fake.calls(), version);
+    assert_eq!(
+        lists,
+        [
+            format!("/apis/core.openfunction.io/{v}/functions"),
+            format!("/apis/core.openfunction.io/{v}/servings"),
+        ]
+    );
+
+    // OpenFunction's own proxy, controlled by a Serving in `version`, and
+    // none of ours: OpenFunction's is in charge (as the controller decides).
+    c.fake.take_calls();
+    c.fake.remove(&deploy_path(FN_NS, "cron-v2"));
+    c.fake.remove(&deploy_path(FN_NS, "cron-dapr-proxy"));
+    c.fake.put(
+        &openfunction_path(version, "servings", "cron-serving-x"),
+        json!({"apiVersion": version.api_version(), "kind": "Serving",
+               "metadata": {"name": "cron-serving-x", "namespace": FN_NS, "uid": "s-1",
+                            "labels": {"openfunction.io/function": "cron"}}, "spec": {}}),
+    );
+    let mut theirs = ready_deployment(
+        FN_NS,
+        "cron-serving-x-proxy-deployment-v1-abcde",
+        json!({"openfunction.io/proxy": "cron-serving-x", "openfunction.io/managed": "true"}),
+        1,
+    );
+    theirs["metadata"]["ownerReferences"] = json!([{"apiVersion": version.api_version(),
+        "kind": "Serving", "name": "cron-serving-x", "uid": "s-1", "controller": true}]);
+    c.fake.put(
+        &deploy_path(FN_NS, "cron-serving-x-proxy-deployment-v1-abcde"),
+        theirs,
+    );
+    let report = run(&c).await;
+    assert_eq!(
+        one(&report, "functions.proxy"),
+        json!({"section": "functions", "check": "functions.proxy", "status": "ok",
+               "message": "Function apps/cron: OpenFunction's proxy cron-serving-x-proxy-deployment-v1-abcde is in charge"})
+    );
+    assert_eq!(report.failures(), 0, "{}", report.to_text());
+    assert_only_version_read(&c.fake.calls(), version);
+}
+
+#[tokio::test]
+async fn functions_read_in_v1beta1_where_only_v1beta1_is_served() {
+    workloads_compared_in(ApiVersion::V1beta1).await;
+}
+
+#[tokio::test]
+async fn functions_read_in_v1beta2_where_served_never_through_the_conversion() {
+    workloads_compared_in(ApiVersion::V1beta2).await;
 }
 
 #[tokio::test]

@@ -14,9 +14,11 @@ use serde_json::Value;
 
 use super::cert::{self, CertProblem};
 use super::report::{Finding, Section};
+use crate::controller::plan::upstream_proxies_of;
 use crate::controller::resources::{MANAGED_BY, MANAGED_BY_LABEL, proxy_deployment_name};
 use crate::model::function::{FUNCTION_LABEL, Function, PROXY_LABEL, SERVING_LABEL, Serving};
 use crate::model::mode::{GrpcEndpointForm, Mode, resolve};
+use crate::model::v1beta2::ApiVersion;
 use crate::model::workload::{Classification, Kind, classify};
 use crate::ops::certs::RENEW_BEFORE;
 use crate::webhook::admission::mutate_workload;
@@ -47,6 +49,11 @@ pub struct Snapshot {
     pub server_version: String,
     pub function_crd: Option<CustomResourceDefinition>,
     pub serving_crd: Option<CustomResourceDefinition>,
+    /// The versions the product reads Functions and Servings in (API
+    /// discovery, as the webhook store and the controller choose them); the
+    /// lists below were read in them. `None`: not served.
+    pub function_version: Option<ApiVersion>,
+    pub serving_version: Option<ApiVersion>,
     pub webhook_config_name: String,
     pub webhook_config: Option<MutatingWebhookConfiguration>,
     /// The shipped configuration, to compare the live one with.
@@ -62,7 +69,9 @@ pub struct Snapshot {
     pub dapr_operators: Vec<Deployment>,
     /// OpenFunction's controller Deployments.
     pub openfunction_controllers: Vec<Deployment>,
+    /// Read in [`Self::function_version`], normalized (`read_function`).
     pub functions: Vec<Function>,
+    /// Metadata only, read in [`Self::serving_version`].
     pub servings: Vec<Serving>,
     /// Deployments carrying a function, serving or proxy label, raw.
     pub deployments: Vec<Value>,
@@ -85,15 +94,6 @@ pub async fn evaluate(s: &Snapshot) -> Vec<Finding> {
     out.extend(dapr(s));
     out.extend(functions(s).await);
     out
-}
-
-/// The version of a CRD the product reads: `v1beta2` where served, else
-/// `v1beta1`; `None` when it serves neither.
-pub fn version_in_use(crd: &CustomResourceDefinition) -> Option<&'static str> {
-    let served = served_versions(crd);
-    ["v1beta2", "v1beta1"]
-        .into_iter()
-        .find(|v| served.iter().any(|s| s == v))
 }
 
 fn served_versions(crd: &CustomResourceDefinition) -> Vec<String> {
@@ -126,7 +126,12 @@ fn api(s: &Snapshot) -> Vec<Finding> {
             format!("the Function CRD ({FUNCTION_CRD}) is not installed"),
             "install OpenFunction, or the CRD shipped here: kubectl apply -k manifests/",
         )),
-        Some(crd) => out.extend(crd_findings(crd, "Function", "api.function-crd")),
+        Some(crd) => out.extend(crd_findings(
+            crd,
+            "Function",
+            "api.function-crd",
+            s.function_version,
+        )),
     }
     match &s.serving_crd {
         None => out.push(Finding::ok(
@@ -137,14 +142,26 @@ fn api(s: &Snapshot) -> Vec<Finding> {
                  {FUNCTION_LABEL} label alone"
             ),
         )),
-        Some(crd) => out.extend(crd_findings(crd, "Serving", "api.serving-crd")),
+        Some(crd) => out.extend(crd_findings(
+            crd,
+            "Serving",
+            "api.serving-crd",
+            s.serving_version,
+        )),
     }
     out
 }
 
-fn crd_findings(crd: &CustomResourceDefinition, kind: &str, check: &'static str) -> Vec<Finding> {
+/// `using`: the version the product reads (what was listed), from API
+/// discovery, not from the CRD, so the two never disagree.
+fn crd_findings(
+    crd: &CustomResourceDefinition,
+    kind: &str,
+    check: &'static str,
+    using: Option<ApiVersion>,
+) -> Vec<Finding> {
     let served = served_versions(crd).join(", ");
-    let Some(using) = version_in_use(crd) else {
+    let Some(using) = using.map(ApiVersion::as_str) else {
         return vec![Finding::fail(
             Section::Api,
             check,
@@ -567,8 +584,27 @@ async fn functions(s: &Snapshot) -> Vec<Finding> {
     }
     let mut functions: Vec<&Function> = s.functions.iter().collect();
     functions.sort_by_key(|f| (f.namespace(), f.name_any()));
+    let proxies: Vec<Deployment> = s
+        .deployments
+        .iter()
+        .filter(|d| labels(d).is_some_and(|l| l.contains_key(PROXY_LABEL)))
+        .filter_map(deployment_view)
+        .collect();
+    let servings: BTreeMap<(&str, &str), &Serving> = s
+        .servings
+        .iter()
+        .filter_map(|sv| {
+            let meta = &sv.metadata;
+            Some(((meta.namespace.as_deref()?, meta.name.as_deref()?), sv))
+        })
+        .collect();
     for f in functions {
-        out.extend(function_findings(s, f));
+        let ns = f.namespace().unwrap_or_default();
+        // OpenFunction's proxies of `f` as the controller sees them (--coexist=auto).
+        let theirs = upstream_proxies_of(&proxies, &ns, &f.name_any(), |ns, name| {
+            servings.get(&(ns, name)).copied()
+        });
+        out.extend(function_findings(s, f, &theirs));
     }
     out.extend(workload_findings(s).await);
     out
@@ -578,7 +614,8 @@ fn deployment_view(v: &Value) -> Option<Deployment> {
     serde_json::from_value(v.clone()).ok()
 }
 
-fn function_findings(s: &Snapshot, f: &Function) -> Vec<Finding> {
+/// `theirs`: OpenFunction's proxies of `f`, sorted.
+fn function_findings(s: &Snapshot, f: &Function, theirs: &[String]) -> Vec<Finding> {
     let ns = f.namespace().unwrap_or_default();
     let name = f.name_any();
     let resolved = resolve(&name, &ns, &f.spec, &s.cluster_domain);
@@ -608,32 +645,14 @@ fn function_findings(s: &Snapshot, f: &Function) -> Vec<Finding> {
         meta_str(d, "name") == ours_name
             && labels(d).and_then(|l| l.get(MANAGED_BY_LABEL)) == Some(&Value::from(MANAGED_BY))
     });
-    let servings: BTreeSet<&str> = s
-        .servings
-        .iter()
-        .filter(|sv| sv.namespace().as_deref() == Some(ns.as_str()))
-        .filter(|sv| sv.function_name() == Some(name.as_str()))
-        .filter_map(|sv| sv.metadata.name.as_deref())
-        .collect();
-    let theirs = s.deployments.iter().filter(in_ns).find(|d| {
-        labels(d).is_some_and(|l| l.contains_key(PROXY_LABEL))
-            && d.pointer("/metadata/ownerReferences")
-                .and_then(Value::as_array)
-                .is_some_and(|refs| {
-                    refs.iter().any(|r| {
-                        r["kind"] == "Serving"
-                            && r["name"].as_str().is_some_and(|n| servings.contains(n))
-                    })
-                })
-    });
+    let theirs = (!theirs.is_empty()).then(|| theirs.join(", "));
     let describe = format!("kubectl -n {ns} describe function {name} (its Events)");
     match (ours.and_then(deployment_view), theirs) {
         (Some(_), Some(t)) => out.push(Finding::fail(
             Section::Functions,
             "functions.proxy",
             format!(
-                "Function {ns}/{name}: two proxies, {ours_name} and OpenFunction's {}: every event is consumed twice",
-                meta_str(t, "name")
+                "Function {ns}/{name}: two proxies, {ours_name} and OpenFunction's {t}: every event is consumed twice"
             ),
             format!(
                 "check the controller (--coexist=auto removes ours): kubectl -n {ns} delete deployment {ours_name}"
@@ -642,10 +661,7 @@ fn function_findings(s: &Snapshot, f: &Function) -> Vec<Finding> {
         (None, Some(t)) => out.push(Finding::ok(
             Section::Functions,
             "functions.proxy",
-            format!(
-                "Function {ns}/{name}: OpenFunction's proxy {} is in charge",
-                meta_str(t, "name")
-            ),
+            format!("Function {ns}/{name}: OpenFunction's proxy {t} is in charge"),
         )),
         (Some(d), None) => {
             let (ready, want) = ready(&d);

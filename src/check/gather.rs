@@ -1,4 +1,6 @@
 //! Reads what `check` needs from the cluster: gets and lists only.
+//! Functions and Servings are read as the webhook store and the controller
+//! read them: in the version API discovery chooses, never another.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -12,7 +14,8 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, ListParams};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams};
 use kube::{Client, Resource};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
@@ -26,7 +29,9 @@ use super::CheckOptions;
 use super::cert::pem_chain;
 use super::evaluate::{FUNCTION_CRD, SERVING_CRD, Served, Snapshot};
 use crate::model::function::{FUNCTION_LABEL, Function, PROXY_LABEL, SERVING_LABEL, Serving};
+use crate::model::v1beta2::{self, ApiVersion, GROUP, read_function};
 use crate::ops::certs::TLS_CERT_KEY;
+use crate::ops::discovery::version_to_read;
 use crate::ops::tls::crypto_provider;
 
 /// How long to try a webhook pod directly before reading its Secret.
@@ -132,12 +137,20 @@ pub async fn snapshot(
         .map_err(ctx("OpenFunction's controller Deployment"))?
         .items;
     let ns = opts.namespace.as_deref();
-    let functions: Vec<Function> =
-        list_or_empty(scoped(client, ns), &ListParams::default(), "Functions").await?;
-    let servings: Vec<Serving> = if serving_crd.is_some() {
-        list_or_empty(scoped(client, ns), &ListParams::default(), "Servings").await?
-    } else {
-        Vec::new()
+    // The versions the webhook store and the controller read (API discovery).
+    let function_version = version_to_read(client, "functions")
+        .await
+        .map_err(ctx("API discovery of core.openfunction.io functions"))?;
+    let serving_version = version_to_read(client, "servings")
+        .await
+        .map_err(ctx("API discovery of core.openfunction.io servings"))?;
+    let functions = match function_version {
+        Some(v) => list_functions(client, ns, v).await?,
+        None => Vec::new(),
+    };
+    let servings = match serving_version {
+        Some(v) => list_servings(client, ns, v).await?,
+        None => Vec::new(),
     };
     let mut labelled_deployments = Vec::new();
     let mut pods = Vec::new();
@@ -159,6 +172,8 @@ pub async fn snapshot(
         server_version,
         function_crd,
         serving_crd,
+        function_version,
+        serving_version,
         webhook_config_name: opts.webhook_config.clone(),
         webhook_config,
         shipped_config: super::shipped_config(),
@@ -177,6 +192,78 @@ pub async fn snapshot(
         namespace: opts.namespace.clone(),
         install_namespace: opts.install_namespace.clone(),
     })
+}
+
+/// Functions as the product reads them: listed in `version`, never another
+/// one (no conversion), each read by [`read_function`] (a v1beta2 Function
+/// keeps its v1beta2 spec, for the contexts the webhook writes).
+async fn list_functions(
+    client: &Client,
+    namespace: Option<&str>,
+    version: ApiVersion,
+) -> Result<Vec<Function>, GatherError> {
+    let gvk = GroupVersionKind::gvk(GROUP, version.as_str(), "Function");
+    let resource = ApiResource::from_gvk_with_plural(&gvk, "functions");
+    let api: Api<DynamicObject> = match namespace {
+        Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
+        None => Api::all_with(client.clone(), &resource),
+    };
+    let what = format!("Functions ({})", version.api_version());
+    let items = match api.list(&ListParams::default()).await {
+        Ok(list) => list.items,
+        Err(kube::Error::Api(s)) if s.code == 404 => Vec::new(),
+        Err(e) => return Err(ctx(what)(e)),
+    };
+    items
+        .into_iter()
+        .map(|item| {
+            let mut doc = serde_json::to_value(item)?;
+            // Items of a list need not carry their type; they are in `version`.
+            doc["apiVersion"] = Value::from(version.api_version());
+            doc["kind"] = Value::from("Function");
+            read_function(doc)
+        })
+        .collect::<Result<_, _>>()
+        .map_err(|e| ctx(what)(kube::Error::SerdeError(e)))
+}
+
+/// Servings in `version`, metadata only (all the product reads of them).
+async fn list_servings(
+    client: &Client,
+    namespace: Option<&str>,
+    version: ApiVersion,
+) -> Result<Vec<Serving>, GatherError> {
+    let what = format!("Servings ({})", version.api_version());
+    let lp = ListParams::default();
+    let metas: Vec<ObjectMeta> = match version {
+        ApiVersion::V1beta1 => list_meta::<Serving>(scoped(client, namespace), &lp, &what).await?,
+        ApiVersion::V1beta2 => {
+            list_meta::<v1beta2::Serving>(scoped(client, namespace), &lp, &what).await?
+        }
+    };
+    Ok(metas
+        .into_iter()
+        .map(|metadata| Serving {
+            metadata,
+            spec: Default::default(),
+        })
+        .collect())
+}
+
+/// [`list_or_empty`], metadata only.
+async fn list_meta<K>(
+    api: Api<K>,
+    lp: &ListParams,
+    what: &str,
+) -> Result<Vec<ObjectMeta>, GatherError>
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
+{
+    match api.list_metadata(lp).await {
+        Ok(list) => Ok(list.items.into_iter().map(|m| m.metadata).collect()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(Vec::new()),
+        Err(e) => Err(ctx(what)(e)),
+    }
 }
 
 fn dedup_by_uid(objects: &mut Vec<Value>) {

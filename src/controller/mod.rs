@@ -43,9 +43,9 @@ use tracing::{Instrument, debug, info, info_span, warn};
 use crate::controller::resources::{ProxyResources, ProxySettings};
 use crate::model::function::{FUNCTION_LABEL, Function, Serving};
 use crate::model::mode::Mode;
-use crate::model::v1beta2::{self, ApiVersion, GROUP, VERSIONS};
+use crate::model::v1beta2::{self, ApiVersion};
 use crate::ops::discovery::{
-    DISCOVERY_INTERVAL, map_event, served_versions, served_versions_retrying,
+    DISCOVERY_INTERVAL, map_event, version_to_read, version_to_read_retrying,
 };
 use crate::ops::leader::{self, LeaderSettings};
 use kube::core::PartialObjectMeta;
@@ -397,44 +397,21 @@ impl Upstream {
     }
 
     /// The Function (namespace, name) whose proxy `d` is, when it is
-    /// OpenFunction's: its controller is a Serving of that Function.
+    /// OpenFunction's ([`plan::upstream_proxy_function`]).
     pub fn function_of(&self, d: &Deployment) -> Option<(String, String)> {
-        let ns = d.namespace()?;
-        if !d.labels().contains_key(resources::PROXY_LABEL) {
-            return None;
-        }
-        let owner = d.metadata.owner_references.iter().flatten().find(|r| {
-            r.controller == Some(true)
-                && r.kind == "Serving"
-                && ApiVersion::parse(&r.api_version).is_some()
-        })?;
-        let serving = self
-            .servings
-            .get(&ObjectRef::new(&owner.name).within(&ns))?;
-        if serving.metadata.uid.is_some()
-            && serving.metadata.uid.as_deref() != Some(owner.uid.as_str())
-        {
-            return None;
-        }
-        let function = crate::model::function::serving_function_name(&serving.metadata)?;
-        Some((ns, function.to_owned()))
+        plan::upstream_proxy_function(d, |ns, name| self.serving(ns, name))
     }
 
     /// The names of OpenFunction's proxies of Function `name` in `ns`.
     pub fn proxies_of(&self, ns: &str, name: &str) -> Vec<String> {
-        let mut names: Vec<String> = self
-            .proxies
-            .state()
-            .iter()
-            .filter(|d| d.metadata.deletion_timestamp.is_none())
-            .filter(|d| {
-                self.function_of(d)
-                    .is_some_and(|(n, f)| n == ns && f == name)
-            })
-            .map(|d| d.name_any())
-            .collect();
-        names.sort();
-        names
+        let proxies = self.proxies.state();
+        plan::upstream_proxies_of(proxies.iter().map(|d| d.as_ref()), ns, name, |n, s| {
+            self.serving(n, s)
+        })
+    }
+
+    fn serving(&self, ns: &str, name: &str) -> Option<Arc<PartialObjectMeta<Serving>>> {
+        self.servings.get(&ObjectRef::new(name).within(ns))
     }
 }
 
@@ -1129,7 +1106,7 @@ pub async fn run_with_metrics(
 /// The Function version to read: `v1beta2` where served, else `v1beta1`
 /// (also when neither is served: the watch then retries).
 async fn function_version(client: &Client) -> Option<ApiVersion> {
-    ApiVersion::choose(served_versions_retrying(client, GROUP, "functions", &VERSIONS).await)
+    version_to_read_retrying(client, "functions").await
 }
 
 /// Resolves when the served Function version is no longer `current`
@@ -1137,8 +1114,8 @@ async fn function_version(client: &Client) -> Option<ApiVersion> {
 async fn version_changed(client: &Client, current: Option<ApiVersion>, period: Duration) {
     loop {
         tokio::time::sleep(period).await;
-        if let Ok(served) = served_versions(client, GROUP, "functions", &VERSIONS).await
-            && ApiVersion::choose(served) != current
+        if let Ok(version) = version_to_read(client, "functions").await
+            && version != current
         {
             return;
         }
@@ -1373,11 +1350,9 @@ async fn watch_upstream(
             None => Api::all(client.clone()),
         }
     }
-    let version = ApiVersion::choose(
-        served_versions(client, GROUP, "servings", &VERSIONS)
-            .await
-            .unwrap_or_default(),
-    );
+    let version = version_to_read(client, "servings")
+        .await
+        .unwrap_or_default();
     let (proxies, mut pw) = reflector::store::<Deployment>();
     let (servings, mut sw) = reflector::store::<PartialObjectMeta<Serving>>();
     let proxy_events = watcher(

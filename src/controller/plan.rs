@@ -10,8 +10,9 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::controller::resources::{self, ProxySettings};
-use crate::model::function::Function;
+use crate::model::function::{Function, serving_function_name};
 use crate::model::mode::{self, Mode};
+use crate::model::v1beta2::ApiVersion;
 
 /// Annotation on the objects the controller applies: a hash of what it
 /// applied, so that a field the controller stops setting is noticed.
@@ -312,6 +313,65 @@ pub fn admitted_mode(d: &Deployment) -> Option<Mode> {
     }
 }
 
+/// The Function (namespace, name) whose proxy `d` is, when it is
+/// OpenFunction's: labelled `openfunction.io/proxy` and controlled by a
+/// Serving (of a version we read) that `serving` finds by (namespace, name),
+/// of the same uid when it has one, naming the Function.
+pub fn upstream_proxy_function<S>(
+    d: &Deployment,
+    serving: impl FnOnce(&str, &str) -> Option<S>,
+) -> Option<(String, String)>
+where
+    S: std::ops::Deref,
+    S::Target: kube::Resource,
+{
+    let ns = d.namespace()?;
+    if !d.labels().contains_key(resources::PROXY_LABEL) {
+        return None;
+    }
+    let owner = d.metadata.owner_references.iter().flatten().find(|r| {
+        r.controller == Some(true)
+            && r.kind == "Serving"
+            && ApiVersion::parse(&r.api_version).is_some()
+    })?;
+    let serving = serving(&ns, &owner.name)?;
+    let meta = kube::Resource::meta(&*serving);
+    if meta.uid.is_some() && meta.uid.as_deref() != Some(owner.uid.as_str()) {
+        return None;
+    }
+    let function = serving_function_name(meta)?;
+    Some((ns, function.to_owned()))
+}
+
+/// The names of OpenFunction's proxies of Function `name` in `ns` among
+/// `proxies` ([`upstream_proxy_function`]), sorted. Ours (managed by
+/// openfunction-dapr) and those being deleted do not count.
+pub fn upstream_proxies_of<'a, S>(
+    proxies: impl IntoIterator<Item = &'a Deployment>,
+    ns: &str,
+    name: &str,
+    serving: impl Fn(&str, &str) -> Option<S>,
+) -> Vec<String>
+where
+    S: std::ops::Deref,
+    S::Target: kube::Resource,
+{
+    let mut names: Vec<String> = proxies
+        .into_iter()
+        .filter(|d| d.metadata.deletion_timestamp.is_none())
+        .filter(|d| {
+            d.labels()
+                .get(resources::MANAGED_BY_LABEL)
+                .map(String::as_str)
+                != Some(resources::MANAGED_BY)
+        })
+        .filter(|d| upstream_proxy_function(d, &serving).is_some_and(|(n, f)| n == ns && f == name))
+        .map(|d| d.name_any())
+        .collect();
+    names.sort();
+    names
+}
+
 /// Parse a [`Mode`] from its [`Mode::as_str`] form.
 pub fn parse_mode(s: &str) -> Option<Mode> {
     [Mode::Disabled, Mode::Sidecar, Mode::Standalone]
@@ -511,6 +571,56 @@ mod tests {
             kinds(&plan(&f, &Observed::default(), &s)),
             ["apply-deploy create=true", "apply-svc create=true"]
         );
+    }
+
+    #[test]
+    fn upstream_proxies_are_found_through_their_controlling_serving() {
+        use crate::model::function::Serving;
+        let serving: Serving = serde_json::from_value(json!({
+            "apiVersion": "core.openfunction.io/v1beta2", "kind": "Serving",
+            "metadata": {"name": "s", "namespace": "ns", "uid": "s-1",
+                "labels": {"openfunction.io/function": "f"}}, "spec": {}
+        }))
+        .unwrap();
+        let proxy = |name: &str, labels: Value, owner: Value| -> Deployment {
+            serde_json::from_value(json!({
+                "metadata": {"name": name, "namespace": "ns", "labels": labels,
+                    "ownerReferences": [owner]}
+            }))
+            .unwrap()
+        };
+        let by_serving = |uid: &str, controller: bool| {
+            json!({"apiVersion": "core.openfunction.io/v1beta2", "kind": "Serving",
+                "name": "s", "uid": uid, "controller": controller})
+        };
+        let label = json!({"openfunction.io/proxy": "s"});
+        let lookup = |ns: &str, name: &str| (ns == "ns" && name == "s").then_some(&serving);
+        let theirs = proxy("b", label.clone(), by_serving("s-1", true));
+        assert_eq!(
+            upstream_proxy_function(&theirs, lookup),
+            Some(("ns".into(), "f".into()))
+        );
+        let mut deleting = proxy("a", label.clone(), by_serving("s-1", true));
+        deleting.metadata.deletion_timestamp =
+            Some(serde_json::from_value(json!("2024-01-01T00:00:00Z")).unwrap());
+        let others = [
+            theirs.clone(),
+            deleting,
+            // not labelled, not controlled, another Serving of that name
+            proxy("c", json!({}), by_serving("s-1", true)),
+            proxy("d", label.clone(), by_serving("s-1", false)),
+            proxy("e", label.clone(), by_serving("s-0", true)),
+            // ours, whatever its owner
+            proxy(
+                "f",
+                json!({"openfunction.io/proxy": "s", "app.kubernetes.io/managed-by": "openfunction-dapr"}),
+                by_serving("s-1", true),
+            ),
+            proxy("g", label, by_serving("s-1", true)),
+        ];
+        assert_eq!(upstream_proxies_of(&others, "ns", "f", lookup), ["b", "g"]);
+        assert!(upstream_proxies_of(&others, "ns", "other", lookup).is_empty());
+        assert!(upstream_proxies_of(&others, "ns", "f", |_, _| None::<&Serving>).is_empty());
     }
 
     #[test]

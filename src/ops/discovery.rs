@@ -7,6 +7,8 @@ use kube::Client;
 use kube::runtime::watcher;
 use tracing::warn;
 
+use crate::model::v1beta2::{ApiVersion, GROUP, VERSIONS};
+
 /// How often the served versions are looked at again (a CRD change that
 /// adds or removes a served version is noticed within this period).
 pub const DISCOVERY_INTERVAL: Duration = Duration::from_secs(30);
@@ -54,6 +56,23 @@ pub async fn served_versions_retrying<'a>(
             }
         }
     }
+}
+
+/// The version in which the product reads `core.openfunction.io` `plural`
+/// (`functions` or `servings`): [`ApiVersion::choose`] of the versions the
+/// API server serves; `None` when it serves neither.
+pub async fn version_to_read(
+    client: &Client,
+    plural: &str,
+) -> Result<Option<ApiVersion>, kube::Error> {
+    served_versions(client, GROUP, plural, &VERSIONS)
+        .await
+        .map(ApiVersion::choose)
+}
+
+/// [`version_to_read`], retried with backoff until the API server answers.
+pub async fn version_to_read_retrying(client: &Client, plural: &str) -> Option<ApiVersion> {
+    ApiVersion::choose(served_versions_retrying(client, GROUP, plural, &VERSIONS).await)
 }
 
 /// A watcher event with its object converted by `f`.

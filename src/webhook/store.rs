@@ -17,12 +17,10 @@ use serde_json::Value;
 use tracing::{debug, info, warn};
 
 use crate::model::function::{Function, Serving, serving_function_name};
-use crate::model::v1beta2::{
-    self, ApiVersion, GROUP, NoObserver, VERSIONS, VersionObserver, read_function,
-};
+use crate::model::v1beta2::{self, ApiVersion, NoObserver, VersionObserver, read_function};
 use crate::model::workload::Owner;
 use crate::ops::discovery::{
-    DISCOVERY_INTERVAL, map_event, served_versions, served_versions_retrying,
+    DISCOVERY_INTERVAL, map_event, version_to_read, version_to_read_retrying,
 };
 
 /// Where a look-up was answered from (a metrics label).
@@ -441,11 +439,11 @@ struct Versions {
 impl Versions {
     /// Ask the API server (retrying until it answers).
     async fn discover(client: &Client) -> Versions {
-        let functions = served_versions_retrying(client, GROUP, "functions", &VERSIONS).await;
-        let servings = served_versions_retrying(client, GROUP, "servings", &VERSIONS).await;
+        let functions = version_to_read_retrying(client, "functions").await;
+        let servings = version_to_read_retrying(client, "servings").await;
         Versions {
-            functions: ApiVersion::choose(functions).unwrap_or_default(),
-            servings: ApiVersion::choose(servings),
+            functions: functions.unwrap_or_default(),
+            servings,
         }
     }
 
@@ -454,15 +452,15 @@ impl Versions {
     async fn changed(self, client: &Client, period: Duration) -> Versions {
         loop {
             tokio::time::sleep(period).await;
-            let Ok(functions) = served_versions(client, GROUP, "functions", &VERSIONS).await else {
+            let Ok(functions) = version_to_read(client, "functions").await else {
                 continue;
             };
-            let Ok(servings) = served_versions(client, GROUP, "servings", &VERSIONS).await else {
+            let Ok(servings) = version_to_read(client, "servings").await else {
                 continue;
             };
             let now = Versions {
-                functions: ApiVersion::choose(functions).unwrap_or_default(),
-                servings: ApiVersion::choose(servings),
+                functions: functions.unwrap_or_default(),
+                servings,
             };
             if now != self {
                 return now;
