@@ -12,83 +12,14 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::ofn::OfnFunction;
 use common::proxy::{Options, Proxy, binding, topic_event};
 use common::python::python;
 use common::serve_bin::free_addr;
 use dapr::dapr::proto::runtime::v1::topic_event_response::TopicEventResponseStatus as TopicStatus;
 use openfunction_dapr::model::function::FunctionSpec;
-
-const FUNCTION: &str = r#"
-import os
-
-from functions_framework.context.user_context import UserContext
-
-OUT = os.environ["OFD_OUT"]
-
-def handler(context: UserContext):
-    b = context.get_binding_request()
-    t = context.get_topic_event()
-    with open(OUT, "a") as f:
-        if b is not None:
-            f.write("binding:" + b.text() + "\n")
-        if t is not None:
-            f.write("topic:" + t.EventID() + "\n")
-"#;
-
-struct Function {
-    child: Child,
-}
-
-impl Function {
-    fn start(python: &Path, dir: &Path, ctx: &str) -> Self {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(dir.join("function.log"))
-            .unwrap();
-        let child = Command::new(python)
-            .args([
-                "-m",
-                "functions_framework",
-                "--target",
-                "handler",
-                "--source",
-            ])
-            .arg(dir.join("function.py"))
-            .env("FUNC_CONTEXT", ctx)
-            .env("OFD_OUT", dir.join("events.txt"))
-            .env("PYTHONUNBUFFERED", "1")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("start the Python function");
-        Function { child }
-    }
-
-    fn stop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Function {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-fn received(dir: &Path) -> Vec<String> {
-    std::fs::read_to_string(dir.join("events.txt"))
-        .unwrap_or_default()
-        .lines()
-        .map(str::to_owned)
-        .collect()
-}
 
 #[tokio::test]
 async fn python_functions_framework_gets_every_event_through_the_proxy() {
@@ -105,8 +36,7 @@ async fn python_functions_framework_gets_every_event_through_the_proxy() {
     .unwrap();
     let ctx = openfunction_dapr::model::func_context::func_context("fn", &spec);
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("function.py"), FUNCTION).unwrap();
-    let mut function = Function::start(&python, dir.path(), &ctx);
+    let mut function = OfnFunction::start(&python, dir.path(), &[("FUNC_CONTEXT", &ctx)]);
 
     let pod = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     let proxy = Proxy::start(
@@ -144,12 +74,9 @@ async fn python_functions_framework_gets_every_event_through_the_proxy() {
     for i in 0..10 {
         let mut b = binding("cron");
         b.data = format!("tick-{i}").into_bytes();
-        d.on_binding_event(b).await.unwrap_or_else(|e| {
-            panic!(
-                "binding {i}: {e}\n{}",
-                std::fs::read_to_string(dir.path().join("function.log")).unwrap_or_default()
-            )
-        });
+        d.on_binding_event(b)
+            .await
+            .unwrap_or_else(|e| panic!("binding {i}: {e}\n{}", function.log()));
         want.push(format!("binding:tick-{i}"));
         let r = d
             .on_topic_event(topic_event(&format!("order-{i}")))
@@ -159,7 +86,7 @@ async fn python_functions_framework_gets_every_event_through_the_proxy() {
         assert_eq!(r.status, TopicStatus::Success as i32);
         want.push(format!("topic:order-{i}"));
     }
-    assert_eq!(received(dir.path()), want);
+    assert_eq!(function.received(), want);
 
     // The function process stops: nothing is acknowledged meanwhile.
     function.stop();
@@ -176,16 +103,16 @@ async fn python_functions_framework_gets_every_event_through_the_proxy() {
         !topic.is_finished() && !bind.is_finished(),
         "acknowledged with no function running"
     );
-    assert_eq!(received(dir.path()).len(), 20);
+    assert_eq!(function.received().len(), 20);
 
     // A new function process takes them; only then are they acknowledged.
-    let _function = Function::start(&python, dir.path(), &ctx);
+    let function = OfnFunction::start(&python, dir.path(), &[("FUNC_CONTEXT", &ctx)]);
     let started = Instant::now();
     let r = topic.await.unwrap().unwrap().into_inner();
     assert_eq!(r.status, TopicStatus::Success as i32);
     bind.await.unwrap().unwrap();
     assert!(started.elapsed() < Duration::from_secs(55));
-    let got = received(dir.path());
+    let got = function.received();
     assert!(got.contains(&"topic:while-down".to_owned()), "{got:?}");
     assert!(got.contains(&"binding:while-down".to_owned()), "{got:?}");
     assert_eq!(got.len(), 22);

@@ -222,7 +222,9 @@ fn hand_written(name: &str) -> Option<Expect> {
                         "componentType": "pubsub.redis", "metadata": {"ttlInSeconds": "60"}}
                 },
                 "runtime": "Async", "port": "8080",
-                "triggers": {"dapr": [{"name": "cron", "inputName": "ticks"}]},
+                // union: the trigger's type as getComponentType finds it (the
+                // Python framework registers a trigger by its type)
+                "triggers": {"dapr": [{"name": "cron", "type": "bindings.cron", "inputName": "ticks"}]},
                 "pre_hooks": [], "post_hooks": [], "tracing": no_tracing()
             }),
             // GenOpenFunctionContextV1beta2: outputs keyed by name, no topic
@@ -237,7 +239,10 @@ fn hand_written(name: &str) -> Option<Expect> {
                 }
             }),
         },
-        // type from `pubsub`, uri = topic; port from triggers.http.port
+        // type from `pubsub`, uri = topic; port from triggers.http.port.
+        // Union triggers of an async Function: no `http` (the Python
+        // framework would serve HTTP on `port` instead of the dapr
+        // triggers), types filled in; FUNC_CONTEXT_V1BETA2 keeps the copy.
         "subscriber" => Expect {
             mode: Mode::Sidecar,
             port: 9090,
@@ -249,7 +254,7 @@ fn hand_written(name: &str) -> Option<Expect> {
                 "inputs": {"mq": {"uri": "orders", "topic": "orders", "componentName": "mq",
                     "componentType": "pubsub.kafka"}},
                 "runtime": "Async", "port": "9090",
-                "triggers": {"http": {"port": 9090}, "dapr": [{"name": "mq", "topic": "orders"}]},
+                "triggers": {"dapr": [{"name": "mq", "type": "pubsub.kafka", "topic": "orders"}]},
                 "pre_hooks": [], "post_hooks": [], "tracing": no_tracing()
             }),
             ctx_v1beta2: json!({

@@ -5,7 +5,9 @@
 //! Go framework reads; for a v1beta2 Function exactly as OpenFunction
 //! v1.2.0's `GenOpenFunctionContextV1beta1` builds them) plus `triggers`,
 //! `topic` on pub/sub entries, `pre_hooks`, `post_hooks` and `tracing` (what
-//! the Python framework `ofn-functions-framework` 0.2 reads).
+//! the Python framework `ofn-functions-framework` 0.2 reads; for an async
+//! v1beta2 Function `triggers` has no `http` and typed dapr triggers, see
+//! `union_triggers`).
 //! `FUNC_CONTEXT_V1BETA2` is, for a v1beta2 Function, exactly what v1.2.0's
 //! `GenOpenFunctionContextV1beta2` builds (`pkg/core/serving/common`).
 //!
@@ -433,6 +435,38 @@ fn hooks_and_tracing(serving: &v1beta2::ServingImpl) -> (Vec<String>, Vec<String
     (pre, post, tracing)
 }
 
+/// `triggers` of the union for a v1beta2 Function: its own triggers as
+/// `GenOpenFunctionContextV1beta2` copies them, read the way the Python
+/// framework (`ofn-functions-framework` 0.2) acts on them:
+/// - async (`triggers.dapr` non-empty): no `http`. The framework starts an
+///   HTTP trigger first and it never returns (`runner.py` `run`,
+///   `HTTPTriggerHandler.start`), so the dapr triggers would never be
+///   served; and the port `triggers.http.port` gives is the top-level
+///   `port`, which the framework's gRPC server listens on
+///   (`function_context.py` `port`, `DaprTriggerHandler`). As for a v1beta1
+///   Function, `http` only for knative. `FUNC_CONTEXT_V1BETA2` keeps it.
+/// - each dapr trigger carries its `type` (the one `getComponentType`
+///   finds), as the framework registers a trigger only by its `type`
+///   prefix (`bindings` / `pubsub`, `dapr_trigger/dapr.py`).
+fn union_triggers(serving: &v1beta2::ServingImpl, t: &v1beta2::Triggers) -> Value {
+    let mut v = go_triggers(t);
+    let dapr = t.dapr.as_deref().unwrap_or_default();
+    if let Value::Object(m) = &mut v
+        && !dapr.is_empty()
+    {
+        m.remove("http");
+        if let Some(Value::Array(list)) = m.get_mut("dapr") {
+            for (entry, d) in list.iter_mut().zip(dapr) {
+                let ty = v2_type(serving, &d.name, &d.type_);
+                if let (Value::Object(e), false) = (entry, ty.is_empty()) {
+                    e.entry("type").or_insert_with(|| ty.into());
+                }
+            }
+        }
+    }
+    v
+}
+
 /// The union context of a v1beta2 Function.
 fn from_v1beta2<'a>(name: &'a str, src: &'a Source) -> FuncContext<'a> {
     static EMPTY: std::sync::LazyLock<v1beta2::ServingImpl> =
@@ -502,7 +536,7 @@ fn from_v1beta2<'a>(name: &'a str, src: &'a Source) -> FuncContext<'a> {
         triggers: serving
             .triggers
             .as_ref()
-            .map_or_else(|| json!({}), go_triggers),
+            .map_or_else(|| json!({}), |t| union_triggers(serving, t)),
         pre_hooks,
         post_hooks,
         tracing: tracing.map_or_else(default_plugins_tracing, Tracing::Set),

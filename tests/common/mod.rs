@@ -6,6 +6,7 @@ pub mod cluster;
 pub mod fake_api;
 pub mod fixtures;
 pub mod harness;
+pub mod ofn;
 pub mod proxy;
 pub mod python;
 pub mod real_crd;
