@@ -117,7 +117,15 @@ struct ProxyProc {
 impl ProxyProc {
     fn start(bin: &str, pods: &[SocketAddr], max_in_flight: usize) -> Self {
         let (addr, admin) = (free(), free());
-        let mut cmd = Command::new(bin);
+        // PROXY_CPU pins the proxy to one CPU (taskset execs it: same pid).
+        let mut cmd = match std::env::var("PROXY_CPU") {
+            Ok(cpu) => {
+                let mut c = Command::new("taskset");
+                c.args(["-c", &cpu, bin]);
+                c
+            }
+            Err(_) => Command::new(bin),
+        };
         cmd.args([
             "--log-format",
             "json",
@@ -188,13 +196,46 @@ fn event() -> TopicEventRequest {
     }
 }
 
-/// (requests per second, p50 µs, p99 µs) of `concurrency` workers for `secs`.
-async fn run(c: &AppCallbackClient<Channel>, concurrency: usize, secs: f64) -> (f64, u64, u64) {
+/// CPU time (user + system) of a process so far, in µs.
+fn cpu_us(pid: &str) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces): utime is the
+    // 12th, stime the 13th; in clock ticks (USER_HZ, 100 on Linux).
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    f.iter().sum::<u64>() * 10_000
+}
+
+/// One measured run.
+struct Run {
+    rps: f64,
+    p50: u64,
+    p99: u64,
+    /// CPU µs per event of this process (generator and function pods).
+    own_cpu: f64,
+    /// CPU µs per event of the proxy process, if any.
+    proxy_cpu: f64,
+}
+
+/// `concurrency` workers for `secs`; `proxy` is the proxy's pid, if any.
+async fn run(
+    c: &AppCallbackClient<Channel>,
+    concurrency: usize,
+    secs: f64,
+    proxy: Option<u32>,
+) -> Run {
     // Warm-up.
     let mut w = c.clone();
     for _ in 0..200 {
         w.on_topic_event(event()).await.unwrap();
     }
+    let proxy = proxy.map(|p| p.to_string());
+    let (own0, proxy0) = (cpu_us("self"), proxy.as_deref().map_or(0, cpu_us));
     let end = Instant::now() + Duration::from_secs_f64(secs);
     let mut tasks = Vec::new();
     for _ in 0..concurrency {
@@ -213,9 +254,18 @@ async fn run(c: &AppCallbackClient<Channel>, concurrency: usize, secs: f64) -> (
     for t in tasks {
         all.extend(t.await.unwrap());
     }
+    let own = (cpu_us("self") - own0) as f64;
+    let via = (proxy.as_deref().map_or(0, cpu_us) - proxy0) as f64;
     all.sort_unstable();
-    let pct = |p: f64| all[((all.len() as f64 * p) as usize).min(all.len() - 1)];
-    (all.len() as f64 / secs, pct(0.50), pct(0.99))
+    let n = all.len();
+    let pct = |p: f64| all[((n as f64 * p) as usize).min(n - 1)];
+    Run {
+        rps: n as f64 / secs,
+        p50: pct(0.50),
+        p99: pct(0.99),
+        own_cpu: own / n as f64,
+        proxy_cpu: via / n as f64,
+    }
 }
 
 #[tokio::main]
@@ -239,15 +289,26 @@ async fn main() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     println!("idle RSS of the proxy: {} KB", proxy.rss_kb());
 
+    let pid = Some(proxy.child.id());
     for round in 1..=rounds {
-        let (d64, _, _) = run(&direct, 64, secs).await;
-        let (p64, _, _) = run(&via, 64, secs).await;
-        let (_, d50, d99) = run(&direct, 8, secs).await;
-        let (_, p50, p99) = run(&via, 8, secs).await;
+        let d64 = run(&direct, 64, secs, None).await;
+        let p64 = run(&via, 64, secs, pid).await;
+        let d8 = run(&direct, 8, secs, None).await;
+        let p8 = run(&via, 8, secs, pid).await;
         println!(
-            "round {round}: c=64 direct {d64:.0}/s proxy {p64:.0}/s ratio {:.2} | c=8 p50 direct {d50} µs proxy {p50} µs, p99 direct {d99} µs proxy {p99} µs, added p99 {} µs",
-            p64 / d64,
-            p99 as i64 - d99 as i64
+            "round {round}: c=64 direct {:.0}/s proxy {:.0}/s ratio {:.2} | c=8 p50 direct {} µs proxy {} µs, p99 direct {} µs proxy {} µs, added p99 {} µs",
+            d64.rps,
+            p64.rps,
+            p64.rps / d64.rps,
+            d8.p50,
+            p8.p50,
+            d8.p99,
+            p8.p99,
+            p8.p99 as i64 - d8.p99 as i64
+        );
+        println!(
+            "  CPU per event at c=64: direct path (daprd + function) {:.1} µs; via proxy: daprd + functions {:.1} µs, proxy {:.1} µs",
+            d64.own_cpu, p64.own_cpu, p64.proxy_cpu
         );
     }
     println!("RSS of the proxy after load: {} KB", proxy.rss_kb());

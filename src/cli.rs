@@ -95,6 +95,20 @@ pub struct ProxyArgs {
     /// This pod's name, for logs.
     #[arg(long, env = "POD_NAME")]
     pub pod_name: Option<String>,
+    /// Worker threads: 1 runs everything on one thread (the cheapest per
+    /// event); more spread connections over that many threads.
+    #[arg(long, env = "PROXY_THREADS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub threads: u16,
+}
+
+impl Command {
+    /// Worker threads of the async runtime; `None` for one per core.
+    pub fn worker_threads(&self) -> Option<usize> {
+        match self {
+            Command::Proxy(args) => Some(usize::from(args.threads)),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
