@@ -710,7 +710,7 @@ async fn workloads_compared_in(version: ApiVersion) {
         // the wired label only (a FUNC_CONTEXT_V1BETA2 there is not the
         // webhook's to remove)
         ApiVersion::V1beta1 => {
-            "1 changes: /spec/template/metadata/labels/openfunction.io~1dapr-wired"
+            "1 change: /spec/template/metadata/labels/openfunction.io~1dapr-wired"
         }
     };
     assert_eq!(

@@ -781,9 +781,10 @@ async fn workload_findings(s: &Snapshot) -> Vec<Finding> {
                     Section::Functions,
                     "functions.workload",
                     format!(
-                        "{what} differs from what the webhook produces now ({} changes: {}{}): \
+                        "{what} differs from what the webhook produces now ({} change{}: {}{}): \
                          created while the webhook was away, or not rolled after a mode change",
                         m.patch.len(),
+                        if m.patch.len() == 1 { "" } else { "s" },
                         paths.join(", "),
                         if m.patch.len() > 4 { ", …" } else { "" }
                     ),
