@@ -250,3 +250,68 @@ async fn controller_switches_and_owns_through_the_version_it_reads() {
         .unwrap()
         .unwrap();
 }
+
+#[tokio::test]
+async fn controller_defers_to_openfunctions_proxy_once_the_serving_crd_appears() {
+    // No Serving CRD at start (OpenFunction installed later): the
+    // controller notices it on its next discovery and from then on defers
+    // to OpenFunction's proxy, as it would have from the start.
+    let (fake, client) = FakeApi::start();
+    fake.serve_servings(false);
+    let f = common::harness::cron();
+    let ns = common::harness::NS;
+    let fpath = common::harness::function_path_in(ApiVersion::V1beta1, common::harness::CRON);
+    fake.put(&fpath, function_document(&f));
+    let settings = ControllerSettings {
+        identity: Some("controller-0".into()),
+        leader_elect: false,
+        api_discovery_seconds: 1,
+        ..Default::default()
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(controller::run(client, settings, async move {
+        let _ = stopped.await;
+    }));
+    let ours = common::harness::deploy_path(&format!("{}-dapr-proxy", common::harness::CRON));
+    eventually("our proxy", || fake.get(&ours).is_some()).await;
+
+    let serving = "cron-serving-7xk2p";
+    fake.put(
+        &format!("/apis/core.openfunction.io/v1beta1/namespaces/{ns}/servings/{serving}"),
+        json!({"apiVersion": "core.openfunction.io/v1beta1", "kind": "Serving",
+            "metadata": {"name": serving, "namespace": ns, "uid": "serving-uid",
+                "labels": {"openfunction.io/function": common::harness::CRON}}}),
+    );
+    let theirs = format!("{serving}-proxy-deployment-v100-x7k2p");
+    fake.put(
+        &common::harness::deploy_path(&theirs),
+        json!({"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": theirs, "namespace": ns,
+                "labels": {"openfunction.io/managed": "true", "openfunction.io/proxy": serving},
+                "ownerReferences": [{"apiVersion": "core.openfunction.io/v1beta1", "kind": "Serving",
+                    "name": serving, "uid": "serving-uid", "controller": true}]},
+            "spec": {"selector": {"matchLabels": {"openfunction.io/proxy": serving}},
+                "template": {"metadata": {"labels": {"openfunction.io/proxy": serving}},
+                    "spec": {"containers": [{"name": "dapr-proxy", "image": "openfunction/dapr-proxy:v0.1.0"}]}}}}),
+    );
+    // Still without the CRD, their Deployment names no Serving we can read:
+    // ours stays.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(fake.get(&ours).is_some(), "no Serving CRD yet: ours stays");
+
+    fake.serve_servings(true);
+    eventually("ours removed in favour of OpenFunction's", || {
+        fake.get(&ours).is_none()
+    })
+    .await;
+    assert!(
+        fake.get(&common::harness::deploy_path(&theirs)).is_some(),
+        "theirs untouched"
+    );
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(15), task)
+        .await
+        .expect("run returns after shutdown")
+        .unwrap()
+        .unwrap();
+}

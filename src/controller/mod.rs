@@ -1103,28 +1103,57 @@ pub async fn run_with_metrics(
     Ok(())
 }
 
-/// The Function version to read: `v1beta2` where served, else `v1beta1`
-/// (also when neither is served: the watch then retries).
-async fn function_version(client: &Client) -> Option<ApiVersion> {
-    version_to_read_retrying(client, "functions").await
+/// The versions the controller reads: Functions (`v1beta2` where served,
+/// else `v1beta1`) and, with `--coexist=auto`, Servings (`None`: no Serving
+/// CRD, so OpenFunction's controller runs no proxy).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Served {
+    functions: Option<ApiVersion>,
+    servings: Option<ApiVersion>,
 }
 
-/// Resolves when the served Function version is no longer `current`
-/// (looked at every `period`).
-async fn version_changed(client: &Client, current: Option<ApiVersion>, period: Duration) {
-    loop {
-        tokio::time::sleep(period).await;
-        if let Ok(version) = version_to_read(client, "functions").await
-            && version != current
-        {
-            return;
+impl Served {
+    /// Ask the API server (retrying until it answers).
+    async fn discover(client: &Client, coexist: Coexist) -> Served {
+        Served {
+            functions: version_to_read_retrying(client, "functions").await,
+            servings: match coexist {
+                Coexist::Auto => version_to_read_retrying(client, "servings").await,
+                Coexist::Off => None,
+            },
+        }
+    }
+
+    /// Resolves when the served versions are no longer these (looked at
+    /// every `period`; an unreachable API server changes nothing).
+    async fn changed(self, client: &Client, coexist: Coexist, period: Duration) {
+        loop {
+            tokio::time::sleep(period).await;
+            let Ok(functions) = version_to_read(client, "functions").await else {
+                continue;
+            };
+            let servings = match coexist {
+                Coexist::Off => None,
+                Coexist::Auto => match version_to_read(client, "servings").await {
+                    Ok(v) => v,
+                    Err(_) => continue,
+                },
+            };
+            if (Served {
+                functions,
+                servings,
+            }) != self
+            {
+                return;
+            }
         }
     }
 }
 
 /// The controller itself, until `stop` fires (or its sender is dropped).
-/// It reads Functions in the version [`function_version`] chooses and
-/// starts again when the served versions change.
+/// It reads Functions and Servings in the versions [`Served::discover`]
+/// finds and starts again when the served versions change (a Serving CRD
+/// installed later included).
 pub async fn run_controller(
     client: Client,
     settings: Arc<ControllerSettings>,
@@ -1133,18 +1162,19 @@ pub async fn run_controller(
 ) -> Result<(), Error> {
     let mut stop = stop.map(|_| ()).shared();
     loop {
-        let version = function_version(&client).await;
+        let served = Served::discover(&client, settings.coexist).await;
+        let version = served.functions;
         metrics.api_version(version);
         info!(version = %version.unwrap_or_default(), served = version.is_some(),
             "controller: reading core.openfunction.io Functions in this version");
         let (restart_tx, restart_rx) = oneshot::channel::<()>();
         let restart = {
             let (client, stop) = (client.clone(), stop.clone());
-            let period = settings.api_discovery();
+            let (period, coexist) = (settings.api_discovery(), settings.coexist);
             async move {
                 tokio::select! {
-                    () = version_changed(&client, version, period) => {
-                        info!("the served Function versions changed: restarting the controller");
+                    () = served.changed(&client, coexist, period) => {
+                        info!("the served Function or Serving versions changed: restarting the controller");
                         true
                     }
                     () = stop => false,
@@ -1156,6 +1186,7 @@ pub async fn run_controller(
             settings.clone(),
             metrics.clone(),
             version.unwrap_or_default(),
+            served.servings,
             restart_rx,
         );
         let watcher_task = tokio::spawn(async move {
@@ -1174,12 +1205,14 @@ pub async fn run_controller(
     }
 }
 
-/// [`run_controller`] with Functions read in `version`, until `stop`.
+/// [`run_controller`] with Functions read in `version` and Servings in
+/// `servings`, until `stop`.
 async fn run_controller_for(
     client: Client,
     settings: Arc<ControllerSettings>,
     metrics: Arc<dyn ControllerMetrics>,
     version: ApiVersion,
+    servings: Option<ApiVersion>,
     stop: oneshot::Receiver<()>,
 ) -> Result<(), Error> {
     fn api<K>(client: &Client, ns: &Option<String>) -> Api<K>
@@ -1229,7 +1262,7 @@ async fn run_controller_for(
     let (upstream, upstream_task) = match settings.coexist {
         Coexist::Off => (Upstream::none(), None),
         Coexist::Auto => {
-            let (u, task) = watch_upstream(&client, &ns, trigger).await;
+            let (u, task) = watch_upstream(&client, &ns, servings, trigger);
             (u, Some(task))
         }
     };
@@ -1333,12 +1366,14 @@ async fn run_controller_for(
     Ok(())
 }
 
-/// Watches of OpenFunction's proxies and Servings (metadata only, in the
-/// version the API server serves; none without the Serving CRD). A change of
-/// such a proxy reconciles its Function, so ours comes back when it goes.
-async fn watch_upstream(
+/// Watches of OpenFunction's proxies and Servings (metadata only, in
+/// `version`, the one the API server serves; none without the Serving CRD).
+/// A change of such a proxy reconciles its Function, so ours comes back
+/// when it goes.
+fn watch_upstream(
     client: &Client,
     ns: &Option<String>,
+    version: Option<ApiVersion>,
     trigger: futures::channel::mpsc::UnboundedSender<ObjectRef<Function>>,
 ) -> (Upstream, tokio::task::JoinHandle<()>) {
     fn api<K>(client: &Client, ns: &Option<String>) -> Api<K>
@@ -1350,9 +1385,6 @@ async fn watch_upstream(
             None => Api::all(client.clone()),
         }
     }
-    let version = version_to_read(client, "servings")
-        .await
-        .unwrap_or_default();
     let (proxies, mut pw) = reflector::store::<Deployment>();
     let (servings, mut sw) = reflector::store::<PartialObjectMeta<Serving>>();
     let proxy_events = watcher(

@@ -66,6 +66,8 @@ pub struct State {
     /// The `core.openfunction.io` versions that serve Functions and
     /// Servings (API discovery); `None`: `v1beta1` only.
     openfunction_versions: Option<Vec<String>>,
+    /// No Serving CRD: discovery lists Functions only.
+    no_servings: bool,
 }
 
 struct HoldEntry {
@@ -189,6 +191,12 @@ impl FakeApi {
     pub fn serve_openfunction_versions(&self, versions: &[&str]) {
         self.0.lock().unwrap().openfunction_versions =
             Some(versions.iter().map(|v| (*v).to_owned()).collect());
+    }
+
+    /// Whether discovery lists Servings next to Functions (default: yes);
+    /// `false` is a cluster without OpenFunction's Serving CRD.
+    pub fn serve_servings(&self, served: bool) {
+        self.0.lock().unwrap().no_servings = !served;
     }
 
     /// Another in-process client of this fake (e.g. a second replica).
@@ -814,11 +822,15 @@ impl State {
                 json!({"name": name, "singularName": "", "namespaced": true, "kind": kind,
                     "verbs": ["delete", "get", "list", "patch", "create", "update", "watch"]})
             };
+            let mut resources = vec![resource("functions", "Function")];
+            if !self.no_servings {
+                resources.push(resource("servings", "Serving"));
+            }
             return (
                 200,
                 json!({"kind": "APIResourceList", "apiVersion": "v1",
                     "groupVersion": format!("core.openfunction.io/{version}"),
-                    "resources": [resource("functions", "Function"), resource("servings", "Serving")]}),
+                    "resources": resources}),
             );
         }
         match call.method.as_str() {
