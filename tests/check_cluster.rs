@@ -28,7 +28,6 @@ use kube::Client;
 use kube::api::{Api, DeleteParams, PostParams};
 use openfunction_dapr::check::{self, CheckOptions, Report, Status};
 use openfunction_dapr::controller::{self, ControllerSettings};
-use openfunction_dapr::model::function::Function;
 use openfunction_dapr::ops::tls::generate_ca_and_cert;
 use serde_json::{Value, json};
 
@@ -125,12 +124,17 @@ async fn scenario(client: &Client, ns: &str, config_name: &str, identity: &str) 
         )
         .await
         .unwrap();
-    let mut f: Function = fixture_function("serving-only-modes.yaml", "function-sample-standalone");
-    f.metadata.namespace = Some(ns.to_owned());
-    Api::<Function>::namespaced(client.clone(), ns)
-        .create(&PostParams::default(), &f)
+    // in the version the product reads (v1beta2 on OpenFunction 1.2)
+    let version = openfunction_dapr::ops::discovery::version_to_read_retrying(client, "functions")
         .await
-        .unwrap();
+        .unwrap_or_default();
+    common::cluster::create_function(
+        client,
+        ns,
+        version,
+        &fixture_function("serving-only-modes.yaml", "function-sample-standalone"),
+    )
+    .await;
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
     wait_for("the proxy Deployment", ACT, || async {
         deployments

@@ -15,6 +15,17 @@
 //! The Function CRD of OpenFunction v0.8.0 is installed when missing (from
 //! `$OPENFUNCTION_CRD`, else `../shared/fixtures/openfunction-v0.8.0/crds/`)
 //! and left in place. No pod needs to run: only objects are checked.
+//!
+//! Functions are written and read in the version the product reads
+//! (`v1beta2` where served), so the same scenarios are the v1beta2 run on a
+//! cluster with OpenFunction v1.2.0's CRD: install it first, or let the
+//! tests install it with its conversion webhook switched off (none needs to
+//! be reachable):
+//!
+//! ```sh
+//! OPENFUNCTION_CRD=../shared/fixtures/openfunction-v1.2.0/crds/functions.core.openfunction.io.yaml \
+//!   KUBECONFIG=~/.kube/config cargo test --test controller_cluster -- --ignored --nocapture
+//! ```
 
 mod common;
 
@@ -33,10 +44,12 @@ use kube::core::ApiResource;
 use kube::{Client, ResourceExt};
 use openfunction_dapr::controller::{self, ControllerSettings};
 use openfunction_dapr::model::function::Function;
+use openfunction_dapr::model::v1beta2::{ApiVersion, GROUP};
+use openfunction_dapr::ops::discovery::version_to_read_retrying;
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
-use common::cluster::{cluster, random_suffix, wait_for};
+use common::cluster::{cluster, create_function, functions_api, random_suffix, wait_for};
 use common::harness::fixture_function;
 
 const CRD_NAME: &str = "functions.core.openfunction.io";
@@ -68,8 +81,8 @@ async fn ensure_crd(client: &Client) {
             .into_iter()
             .find(|d| d["kind"] == "CustomResourceDefinition")
             .expect("a CRD in the file");
-        // the release's conversion webhook is not installed here; only
-        // v1beta1 is used, so no conversion is needed
+        // the release's conversion webhook is not installed here; every
+        // Function is written and read in one version, so none is needed
         doc["spec"]["conversion"] = json!({"strategy": "None"});
         let obj: DynamicObject = serde_json::from_value(doc).unwrap();
         let dynamic: Api<DynamicObject> = Api::all_with(
@@ -98,6 +111,8 @@ struct Env {
     client: Client,
     ns: String,
     identity: String,
+    /// The Function version the product reads on this cluster.
+    version: ApiVersion,
     stop: Option<oneshot::Sender<()>>,
     controller: Option<tokio::task::JoinHandle<Result<(), controller::Error>>>,
 }
@@ -118,6 +133,10 @@ impl Env {
             .await
             .unwrap();
         println!("namespace {ns}");
+        let version = version_to_read_retrying(&client, "functions")
+            .await
+            .unwrap_or_default();
+        println!("Functions read and written as {version}");
         let identity = format!("test-{}", random_suffix());
         let settings = ControllerSettings {
             namespace: Some(ns.clone()),
@@ -134,6 +153,7 @@ impl Env {
             client,
             ns,
             identity,
+            version,
             stop: Some(stop),
             controller: Some(controller),
         }
@@ -167,23 +187,39 @@ impl Env {
         }
     }
 
+    /// Functions of this namespace in [`Env::version`].
+    fn functions(&self) -> Api<DynamicObject> {
+        functions_api(&self.client, &self.ns, self.version)
+    }
+
     async fn create_function(&self, file: &str, name: &str) -> Function {
-        let mut f = fixture_function(file, name);
-        f.metadata.namespace = Some(self.ns.clone());
-        self.api::<Function>()
-            .create(&PostParams::default(), &f)
-            .await
-            .unwrap_or_else(|e| panic!("creating Function {name}: {e}"))
+        create_function(
+            &self.client,
+            &self.ns,
+            self.version,
+            &fixture_function(file, name),
+        )
+        .await
     }
 
     async fn set_mode(&self, name: &str, mode: &str) {
+        // `spec.serving.annotations` in both versions.
         let patch = json!({"spec": {"serving": {"annotations": {
             "openfunction.io/dapr-service-mode": mode
         }}}});
-        self.api::<Function>()
+        self.functions()
             .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
             .await
             .unwrap();
+    }
+
+    async fn delete_function(&self, name: &str) {
+        let api = self.functions();
+        api.delete(name, &DeleteParams::background()).await.unwrap();
+        wait_for(&format!("Function {name} to be gone"), ACT, || async {
+            matches!(api.get_opt(name).await, Ok(None)).then_some(())
+        })
+        .await;
     }
 
     async fn wait_present<K>(&self, name: &str, limit: Duration) -> K
@@ -275,13 +311,31 @@ async fn lifecycle(env: &Env) {
     let svc: Service = env.wait_present(name, ACT).await;
     assert_eq!(owner_uid(&d).as_deref(), Some(fn_uid.as_str()));
     assert_eq!(owner_uid(&svc).as_deref(), Some(fn_uid.as_str()));
+    // owned through the version the controller reads
+    assert_eq!(
+        d.owner_references()[0].api_version,
+        env.version.api_version()
+    );
     assert_eq!(d.labels()["openfunction.io/proxy"], name);
     let pod = d.spec.as_ref().unwrap().template.clone();
     assert_eq!(
         pod.metadata.unwrap().annotations.unwrap()["dapr.io/enabled"],
         "true"
     );
-    assert_eq!(pod.spec.unwrap().containers[0].name, "dapr-proxy");
+    let container = &pod.spec.unwrap().containers[0];
+    assert_eq!(container.name, "dapr-proxy");
+    let env_names: Vec<&str> = container
+        .env
+        .iter()
+        .flatten()
+        .map(|e| e.name.as_str())
+        .collect();
+    assert!(env_names.contains(&"FUNC_CONTEXT"), "{env_names:?}");
+    assert_eq!(
+        env_names.contains(&"FUNC_CONTEXT_V1BETA2"),
+        env.version == ApiVersion::V1beta2,
+        "{env_names:?}"
+    );
     let s = svc.spec.as_ref().unwrap();
     assert_eq!(s.cluster_ip.as_deref(), Some("None"));
     assert_eq!(
@@ -393,11 +447,7 @@ async fn lifecycle(env: &Env) {
     .await;
 
     // deleting the Function: garbage collection removes the proxy
-    env.api::<Function>()
-        .delete(name, &DeleteParams::background())
-        .await
-        .unwrap();
-    env.wait_absent::<Function>(name, ACT).await;
+    env.delete_function(name).await;
     env.wait_absent::<Deployment>(&proxy, GC).await;
     env.wait_absent::<Service>(name, GC).await;
     // the user's function Deployment is not owned by the Function: it stays
@@ -537,7 +587,7 @@ async fn no_second_proxy_next_to_openfunctions() {
 }
 
 async fn coexist(env: &Env) {
-    use openfunction_dapr::model::v1beta2::{ApiVersion, GROUP, VERSIONS};
+    use openfunction_dapr::model::v1beta2::VERSIONS;
     let name = "cron-input-kafka-output";
     let proxy = format!("{name}-dapr-proxy");
     env.create_function("cron-input-kafka-output.yaml", name)

@@ -68,6 +68,38 @@ async fn eventually(what: &str, cond: impl Fn() -> bool) {
     }
 }
 
+/// The controller, without leader election, looking at the served
+/// versions every second.
+struct Running {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Result<(), controller::Error>>,
+}
+
+impl Running {
+    fn start(client: kube::Client) -> Self {
+        let settings = ControllerSettings {
+            identity: Some("controller-0".into()),
+            leader_elect: false,
+            api_discovery_seconds: 1,
+            ..Default::default()
+        };
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(controller::run(client, settings, async move {
+            let _ = stopped.await;
+        }));
+        Running { stop, task }
+    }
+
+    async fn stop(self) {
+        self.stop.send(()).unwrap();
+        tokio::time::timeout(Duration::from_secs(15), self.task)
+            .await
+            .expect("run returns after shutdown")
+            .unwrap()
+            .unwrap();
+    }
+}
+
 /// Requests for Functions or Servings in `version` (discovery aside).
 fn object_calls<'a>(calls: &'a [Call], version: &str) -> Vec<&'a Call> {
     calls
@@ -207,16 +239,7 @@ async fn controller_switches_and_owns_through_the_version_it_reads() {
     let f = common::harness::cron();
     let fpath = |v| common::harness::function_path_in(v, common::harness::CRON);
     fake.put(&fpath(ApiVersion::V1beta1), function_document(&f));
-    let settings = ControllerSettings {
-        identity: Some("controller-0".into()),
-        leader_elect: false,
-        api_discovery_seconds: 1,
-        ..Default::default()
-    };
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(controller::run(client, settings, async move {
-        let _ = stopped.await;
-    }));
+    let running = Running::start(client);
     let proxy = common::harness::deploy_path(&format!("{}-dapr-proxy", common::harness::CRON));
     let owner_version = || {
         fake.get(&proxy)
@@ -243,12 +266,7 @@ async fn controller_switches_and_owns_through_the_version_it_reads() {
             .any(|e| e["name"] == "FUNC_CONTEXT_V1BETA2"),
         "{env}"
     );
-    stop.send(()).unwrap();
-    tokio::time::timeout(Duration::from_secs(15), task)
-        .await
-        .expect("run returns after shutdown")
-        .unwrap()
-        .unwrap();
+    running.stop().await;
 }
 
 #[tokio::test]
@@ -262,16 +280,7 @@ async fn controller_defers_to_openfunctions_proxy_once_the_serving_crd_appears()
     let ns = common::harness::NS;
     let fpath = common::harness::function_path_in(ApiVersion::V1beta1, common::harness::CRON);
     fake.put(&fpath, function_document(&f));
-    let settings = ControllerSettings {
-        identity: Some("controller-0".into()),
-        leader_elect: false,
-        api_discovery_seconds: 1,
-        ..Default::default()
-    };
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(controller::run(client, settings, async move {
-        let _ = stopped.await;
-    }));
+    let running = Running::start(client);
     let ours = common::harness::deploy_path(&format!("{}-dapr-proxy", common::harness::CRON));
     eventually("our proxy", || fake.get(&ours).is_some()).await;
 
@@ -308,10 +317,5 @@ async fn controller_defers_to_openfunctions_proxy_once_the_serving_crd_appears()
         fake.get(&common::harness::deploy_path(&theirs)).is_some(),
         "theirs untouched"
     );
-    stop.send(()).unwrap();
-    tokio::time::timeout(Duration::from_secs(15), task)
-        .await
-        .expect("run returns after shutdown")
-        .unwrap()
-        .unwrap();
+    running.stop().await;
 }

@@ -73,3 +73,44 @@ pub fn random_suffix() -> String {
         (nanos ^ (u128::from(std::process::id()) << 40)) & 0xff_ffff_ffff
     )
 }
+
+/// Functions of `ns` in `version` (the one the product reads).
+pub fn functions_api(
+    client: &Client,
+    ns: &str,
+    version: openfunction_dapr::model::v1beta2::ApiVersion,
+) -> kube::Api<kube::api::DynamicObject> {
+    let resource = kube::core::ApiResource {
+        group: openfunction_dapr::model::v1beta2::GROUP.into(),
+        version: version.as_str().into(),
+        api_version: version.api_version().into(),
+        kind: "Function".into(),
+        plural: "functions".into(),
+    };
+    kube::Api::namespaced_with(client.clone(), ns, &resource)
+}
+
+/// Creates `f` (a v1beta1 fixture) in `ns` in `version`, converted as
+/// OpenFunction v1.2.0's conversion webhook does where that is `v1beta2`,
+/// and returns it as created.
+pub async fn create_function(
+    client: &Client,
+    ns: &str,
+    version: openfunction_dapr::model::v1beta2::ApiVersion,
+    f: &openfunction_dapr::model::function::Function,
+) -> openfunction_dapr::model::function::Function {
+    use openfunction_dapr::model::v1beta2::{ApiVersion, read_function};
+    let mut f = f.clone();
+    f.metadata.namespace = Some(ns.to_owned());
+    let mut doc = super::harness::function_document(&f);
+    if version == ApiVersion::V1beta2 {
+        doc = super::harness::v1beta2_document(&doc);
+    }
+    let obj: kube::api::DynamicObject = serde_json::from_value(doc).unwrap();
+    let name = f.metadata.name.clone().unwrap_or_default();
+    let created = functions_api(client, ns, version)
+        .create(&kube::api::PostParams::default(), &obj)
+        .await
+        .unwrap_or_else(|e| panic!("creating Function {name}: {e}"));
+    read_function(serde_json::to_value(created).unwrap()).unwrap()
+}
