@@ -13,7 +13,7 @@
 //! in-process (restricted to that namespace, with leader election on a
 //! Lease there), and deletes the namespace at the end, also on failure.
 //! The Function CRD of OpenFunction v0.8.0 is installed when missing (from
-//! `$OPENFUNCTION_CRD`, else `../shared/fixtures/openfunction-v0.8.0/crds/`)
+//! `$OPENFUNCTION_CRD`, else `$OFD_FIXTURES/openfunction-v0.8.0/crds/`)
 //! and left in place. No pod needs to run: only objects are checked.
 //!
 //! Functions are written and read in the version the product reads
@@ -23,7 +23,7 @@
 //! be reachable):
 //!
 //! ```sh
-//! OPENFUNCTION_CRD=../shared/fixtures/openfunction-v1.2.0/crds/functions.core.openfunction.io.yaml \
+//! OPENFUNCTION_CRD=$OFD_FIXTURES/openfunction-v1.2.0/crds/functions.core.openfunction.io.yaml \
 //!   KUBECONFIG=~/.kube/config cargo test --test controller_cluster -- --ignored --nocapture
 //! ```
 
@@ -62,9 +62,8 @@ fn crd_path() -> std::path::PathBuf {
     std::env::var_os("OPENFUNCTION_CRD")
         .map(Into::into)
         .unwrap_or_else(|| {
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(
-                "../shared/fixtures/openfunction-v0.8.0/crds/functions.core.openfunction.io.yaml",
-            )
+            common::fixtures::root()
+                .join("openfunction-v0.8.0/crds/functions.core.openfunction.io.yaml")
         })
 }
 
